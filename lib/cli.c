@@ -1,0 +1,337 @@
+/* Shared command-line conventions: messages, options, outputs, progress. */
+#include "w2v/cli.h"
+#include "internal.h"
+
+#include <errno.h>
+#include <limits.h>
+#include <math.h>
+#include <signal.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+#include <unistd.h>
+#include <sched.h>
+#include <cblas.h>
+#include <omp.h>
+
+static const char *prog = "w2v";
+static const char *usage_text = "";
+static int quiet, progress_forced, threads;
+
+void w2v_cli_init(const char *program, const char *usage)
+{
+    prog = program;
+    usage_text = usage;
+    /* A parent may have ignored SIGPIPE; restore the default so that a
+     * closed pipe ends us quietly, as it does every Unix filter. */
+    signal(SIGPIPE, SIG_DFL);
+}
+
+const char *w2v_program(void) { return prog; }
+int w2v_quiet(void) { return quiet; }
+
+static void vmessage(const char *fmt, va_list ap)
+{
+    fprintf(stderr, "%s: ", prog);
+    vfprintf(stderr, fmt, ap);
+    fputc('\n', stderr);
+}
+
+void w2v_die(const char *fmt, ...)
+{
+    va_list ap;
+    va_start(ap, fmt);
+    vmessage(fmt, ap);
+    va_end(ap);
+    exit(1);
+}
+
+void w2v_usage_error(const char *fmt, ...)
+{
+    va_list ap;
+    va_start(ap, fmt);
+    vmessage(fmt, ap);
+    va_end(ap);
+    fprintf(stderr, "Try '%s --help' for more information.\n", prog);
+    exit(2);
+}
+
+void w2v_warn(const char *fmt, ...)
+{
+    va_list ap;
+    va_start(ap, fmt);
+    vmessage(fmt, ap);
+    va_end(ap);
+}
+
+void w2v_note(const char *fmt, ...)
+{
+    if (quiet) return;
+    va_list ap;
+    va_start(ap, fmt);
+    vmessage(fmt, ap);
+    va_end(ap);
+}
+
+int w2v_cli_common(int opt, const char *arg)
+{
+    switch (opt) {
+    case 'h':
+        fputs(usage_text, stdout);
+        exit(0);
+    case W2V_OPT_VERSION:
+        printf("%s (w2vtools) %s\n", prog, W2V_VERSION);
+        exit(0);
+    case W2V_OPT_PROGRESS: progress_forced = 1; return 1;
+    case W2V_OPT_QUIET: quiet = 1; return 1;
+    case W2V_OPT_THREADS: w2v_set_threads((int)w2v_parse_long("--threads", arg, 1, 1024)); return 1;
+    case '?': /* getopt has printed what was wrong */
+        fprintf(stderr, "Try '%s --help' for more information.\n", prog);
+        exit(2);
+    }
+    return 0;
+}
+
+long w2v_parse_long(const char *option, const char *arg, long min, long max)
+{
+    char *end;
+    errno = 0;
+    long v = strtol(arg, &end, 10);
+    if (errno || end == arg || *end)
+        w2v_usage_error("%s: not an integer: '%s'", option, arg);
+    if (v < min || v > max)
+        w2v_usage_error("%s: %ld is out of range [%ld, %ld]", option, v, min, max);
+    return v;
+}
+
+double w2v_parse_double(const char *option, const char *arg, double min, double max)
+{
+    char *end;
+    errno = 0;
+    double v = strtod(arg, &end);
+    if (errno || end == arg || *end || !isfinite(v))
+        w2v_usage_error("%s: not a number: '%s'", option, arg);
+    if (v < min || v > max)
+        w2v_usage_error("%s: %g is out of range [%g, %g]", option, v, min, max);
+    return v;
+}
+
+int w2v_threads(void)
+{
+    if (threads == 0) {
+        cpu_set_t set;
+        threads = sched_getaffinity(0, sizeof set, &set) == 0 ? CPU_COUNT(&set) : 1;
+        if (threads < 1) threads = 1;
+        w2v_set_threads(threads);
+    }
+    return threads;
+}
+
+void w2v_set_threads(int n)
+{
+    threads = n;
+    /* The library never calls BLAS inside its own parallel loops, so the two
+     * pools take turns and together use n cores. */
+    openblas_set_num_threads(n);
+    omp_set_num_threads(n);
+}
+
+/* ---- outputs ---- */
+
+struct w2v_output {
+    FILE *fp;
+    char *path, *tmp;
+};
+
+void w2v_write_failed(const char *what)
+{
+    if (errno == EPIPE) exit(141); /* reader went away: quiet, like SIGPIPE */
+    w2v_die("%s: write failed: %s", what, strerror(errno));
+}
+
+w2v_output *w2v_output_open(const char *path, int binary)
+{
+    w2v_output *o = xcalloc(1, sizeof *o);
+    if (!path || !strcmp(path, "-")) {
+        if (binary && isatty(STDOUT_FILENO))
+            w2v_usage_error("refusing to write a binary stream to a terminal: "
+                            "redirect stdout or use -o FILE");
+        o->fp = stdout;
+        return o;
+    }
+    o->path = xstrdup(path);
+    size_t n = strlen(path) + 32;
+    o->tmp = xmalloc(n);
+    snprintf(o->tmp, n, "%s.tmp.%ld", path, (long)getpid());
+    o->fp = fopen(o->tmp, "wb");
+    if (!o->fp) w2v_die("%s: cannot create: %s", path, strerror(errno));
+    return o;
+}
+
+FILE *w2v_output_file(w2v_output *o) { return o->fp; }
+
+void w2v_output_close(w2v_output *o)
+{
+    const char *name = o->path ? o->path : "stdout";
+    if (fflush(o->fp) != 0 || ferror(o->fp)) {
+        int e = errno;
+        if (o->tmp) unlink(o->tmp);
+        errno = e;
+        w2v_write_failed(name);
+    }
+    if (o->tmp) {
+        if (fsync(fileno(o->fp)) != 0 && errno != EINVAL) {
+            int e = errno;
+            unlink(o->tmp);
+            w2v_die("%s: write failed: %s", name, strerror(e));
+        }
+        if (fclose(o->fp) != 0) {
+            int e = errno;
+            unlink(o->tmp);
+            w2v_die("%s: write failed: %s", name, strerror(e));
+        }
+        if (rename(o->tmp, o->path) != 0) {
+            int e = errno;
+            unlink(o->tmp);
+            w2v_die("%s: cannot rename into place: %s", name, strerror(e));
+        }
+    }
+    free(o->path);
+    free(o->tmp);
+    free(o);
+}
+
+void w2v_output_abort(w2v_output *o)
+{
+    if (!o) return;
+    if (o->tmp) {
+        fclose(o->fp);
+        unlink(o->tmp);
+    }
+    free(o->path);
+    free(o->tmp);
+    free(o);
+}
+
+FILE *w2v_input_open(const char *path)
+{
+    if (!path || !strcmp(path, "-")) return stdin;
+    FILE *fp = fopen(path, "rb");
+    if (!fp) w2v_die("%s: cannot open: %s", path, strerror(errno));
+    return fp;
+}
+
+void w2v_input_close(FILE *fp)
+{
+    if (fp && fp != stdin) fclose(fp);
+}
+
+const char *w2v_input_name(const char *path)
+{
+    return (!path || !strcmp(path, "-")) ? "stdin" : path;
+}
+
+/* ---- progress ---- */
+
+double w2v_now(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (double)ts.tv_sec + 1e-9 * (double)ts.tv_nsec;
+}
+
+void w2v_progress_start(w2v_progress *p, const char *what, double total)
+{
+    p->what = what;
+    p->total = total;
+    p->start = w2v_now();
+    p->last_draw = 0;
+    p->shown = !quiet && (progress_forced || isatty(STDERR_FILENO));
+}
+
+void w2v_progress_update(w2v_progress *p, double done, const char *extra)
+{
+    if (!p->shown) return;
+    double now = w2v_now();
+    if (now - p->last_draw < 0.2 && !(p->total > 0 && done >= p->total)) return;
+    p->last_draw = now;
+    double el = now - p->start, rate = el > 0 ? done / el : 0;
+    char bar[32] = "";
+    if (p->total > 0) {
+        int w = 20, fill = (int)(w * (done / p->total));
+        if (fill > w) fill = w;
+        bar[0] = '[';
+        for (int i = 0; i < w; i++) bar[1 + i] = i < fill ? '#' : '.';
+        bar[w + 1] = ']';
+        bar[w + 2] = 0;
+        double eta = rate > 0 ? (p->total - done) / rate : 0;
+        fprintf(stderr, "\r%s: %s %s %.0f/%.0f %.1f/s eta %.0fs %s\033[K", prog, p->what, bar,
+                done, p->total, rate, eta, extra ? extra : "");
+    } else {
+        fprintf(stderr, "\r%s: %s %.0f %.1f/s %s\033[K", prog, p->what, done, rate,
+                extra ? extra : "");
+    }
+    fflush(stderr);
+}
+
+void w2v_progress_end(w2v_progress *p)
+{
+    if (p->shown && p->last_draw > 0) fputc('\n', stderr);
+    p->shown = 0;
+}
+
+/* ---- allocation ---- */
+
+void *xmalloc(size_t n)
+{
+    void *p = malloc(n ? n : 1);
+    if (!p) w2v_die("out of memory (%zu bytes)", n);
+    return p;
+}
+
+void *xcalloc(size_t n, size_t size)
+{
+    void *p = calloc(n ? n : 1, size ? size : 1);
+    if (!p) w2v_die("out of memory (%zu x %zu bytes)", n, size);
+    return p;
+}
+
+void *xrealloc(void *p, size_t n)
+{
+    p = realloc(p, n ? n : 1);
+    if (!p) w2v_die("out of memory (%zu bytes)", n);
+    return p;
+}
+
+char *xstrdup(const char *s)
+{
+    char *d = strdup(s);
+    if (!d) w2v_die("out of memory");
+    return d;
+}
+
+void *xaligned(size_t bytes)
+{
+    bytes = (bytes + 63) / 64 * 64;
+    void *p = aligned_alloc(64, bytes ? bytes : 64);
+    if (!p) w2v_die("out of memory (%zu bytes)", bytes);
+    return p;
+}
+
+float *xalloc_floats(size_t n)
+{
+    float *p = xaligned(n * sizeof(float));
+    memset(p, 0, n * sizeof(float));
+    return p;
+}
+
+int set_error(char *err, size_t len, const char *fmt, ...)
+{
+    if (err && len) {
+        va_list ap;
+        va_start(ap, fmt);
+        vsnprintf(err, len, fmt, ap);
+        va_end(ap);
+    }
+    return -1;
+}

@@ -1,0 +1,37 @@
+/* A minimal unit-test harness: CHECK records a failure and goes on;
+ * finish() prints a summary and gives the exit status. */
+#ifndef W2V_UNIT_H
+#define W2V_UNIT_H
+
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+
+static int unit_checks, unit_failures;
+
+#define CHECK(cond, ...)                                                        \
+    do {                                                                        \
+        unit_checks++;                                                          \
+        if (!(cond)) {                                                          \
+            unit_failures++;                                                    \
+            fprintf(stderr, "%s:%d: check failed: %s: ", __FILE__, __LINE__, #cond); \
+            fprintf(stderr, __VA_ARGS__);                                       \
+            fputc('\n', stderr);                                                \
+        }                                                                       \
+    } while (0)
+
+/* Shared data given to the project (golden references); tests that need it
+ * find it through W2V_SHARED or ../shared beside the checkout. */
+static inline const char *unit_shared_dir(void)
+{
+    const char *d = getenv("W2V_SHARED");
+    return d && *d ? d : "../shared";
+}
+
+static inline int unit_finish(const char *name)
+{
+    printf("%s: %d checks, %d failed\n", name, unit_checks, unit_failures);
+    return unit_failures ? 1 : 0;
+}
+
+#endif
