@@ -28,7 +28,7 @@ BIN_SRC  := $(sort $(wildcard bin/*.c))
 PROGS    := $(BIN_SRC:bin/%.c=build/bin/%)
 UNIT_SRC := $(sort $(wildcard tests/unit/*.c))
 UNITS    := $(UNIT_SRC:tests/unit/%.c=build/tests/%)
-HEADERS  := $(wildcard include/w2v/*.h)
+HEADERS  := $(wildcard include/w2v/*.h) $(wildcard lib/*.h)
 MAN1     := $(wildcard man/man1/*.1)
 MAN5     := $(wildcard man/man5/*.5)
 
@@ -37,13 +37,13 @@ MAN5     := $(wildcard man/man5/*.5)
 
 all: build/libw2v.a $(PROGS) $(UNITS)
 
-build/lib/%.o: lib/%.c $(HEADERS) lib/internal.h | build/lib
+build/lib/%.o: lib/%.c $(HEADERS) | build/lib
 	$(CC) $(ALL_CFLAGS) -c -o $@ $<
 build/libw2v.a: $(LIB_OBJ)
 	rm -f $@ && ar rcs $@ $^
 build/bin/%: bin/%.c build/libw2v.a $(HEADERS) | build/bin
 	$(CC) $(ALL_CFLAGS) -o $@ $< build/libw2v.a $(LDFLAGS) $(LDLIBS)
-build/tests/%: tests/unit/%.c tests/unit/unit.h build/libw2v.a $(HEADERS) lib/internal.h | build/tests
+build/tests/%: tests/unit/%.c tests/unit/unit.h build/libw2v.a $(HEADERS) | build/tests
 	$(CC) $(ALL_CFLAGS) -Ilib -o $@ $< build/libw2v.a $(LDFLAGS) $(LDLIBS)
 build/lib build/bin build/tests:
 	mkdir -p $@

@@ -1,6 +1,7 @@
 /* Shared command-line conventions: messages, options, outputs, progress. */
 #include "w2v/cli.h"
 #include "internal.h"
+#include "fsutil.h"
 
 #include <errno.h>
 #include <limits.h>
@@ -140,7 +141,8 @@ void w2v_set_threads(int n)
 
 struct w2v_output {
     FILE *fp;
-    char *path, *tmp;
+    atomic_file file; /* for named outputs */
+    int named;
 };
 
 void w2v_write_failed(const char *what)
@@ -152,6 +154,7 @@ void w2v_write_failed(const char *what)
 w2v_output *w2v_output_open(const char *path, int binary)
 {
     w2v_output *o = xcalloc(1, sizeof *o);
+    char err[512];
     if (!path || !strcmp(path, "-")) {
         if (binary && isatty(STDOUT_FILENO))
             w2v_usage_error("refusing to write a binary stream to a terminal: "
@@ -159,12 +162,9 @@ w2v_output *w2v_output_open(const char *path, int binary)
         o->fp = stdout;
         return o;
     }
-    o->path = xstrdup(path);
-    size_t n = strlen(path) + 32;
-    o->tmp = xmalloc(n);
-    snprintf(o->tmp, n, "%s.tmp.%ld", path, (long)getpid());
-    o->fp = fopen(o->tmp, "wb");
-    if (!o->fp) w2v_die("%s: cannot create: %s", path, strerror(errno));
+    if (atomic_open(&o->file, path, err, sizeof err) < 0) w2v_die("%s", err);
+    o->fp = o->file.fp;
+    o->named = 1;
     return o;
 }
 
@@ -172,44 +172,21 @@ FILE *w2v_output_file(w2v_output *o) { return o->fp; }
 
 void w2v_output_close(w2v_output *o)
 {
-    const char *name = o->path ? o->path : "stdout";
-    if (fflush(o->fp) != 0 || ferror(o->fp)) {
-        int e = errno;
-        if (o->tmp) unlink(o->tmp);
-        errno = e;
-        w2v_write_failed(name);
+    char err[512];
+    if (o->named) {
+        int ok = !ferror(o->fp);
+        if (atomic_commit(&o->file, ok, err, sizeof err) < 0) w2v_die("%s", err);
+    } else if (fflush(o->fp) != 0 || ferror(o->fp)) {
+        if (!errno) errno = EIO;
+        w2v_write_failed("stdout");
     }
-    if (o->tmp) {
-        if (fsync(fileno(o->fp)) != 0 && errno != EINVAL) {
-            int e = errno;
-            unlink(o->tmp);
-            w2v_die("%s: write failed: %s", name, strerror(e));
-        }
-        if (fclose(o->fp) != 0) {
-            int e = errno;
-            unlink(o->tmp);
-            w2v_die("%s: write failed: %s", name, strerror(e));
-        }
-        if (rename(o->tmp, o->path) != 0) {
-            int e = errno;
-            unlink(o->tmp);
-            w2v_die("%s: cannot rename into place: %s", name, strerror(e));
-        }
-    }
-    free(o->path);
-    free(o->tmp);
     free(o);
 }
 
 void w2v_output_abort(w2v_output *o)
 {
     if (!o) return;
-    if (o->tmp) {
-        fclose(o->fp);
-        unlink(o->tmp);
-    }
-    free(o->path);
-    free(o->tmp);
+    if (o->named) atomic_commit(&o->file, 0, NULL, 0);
     free(o);
 }
 

@@ -1,0 +1,60 @@
+/* Wav2Vec2 configuration: what config.json and preprocessor_config.json say,
+ * read and written as Hugging Face transformers does. */
+#ifndef W2V_CONFIG_H
+#define W2V_CONFIG_H
+
+#include <stddef.h>
+
+#define W2V_MAX_CONV_LAYERS 16
+
+typedef struct {
+    /* conv feature encoder */
+    int num_conv_layers;
+    int conv_dim[W2V_MAX_CONV_LAYERS], conv_kernel[W2V_MAX_CONV_LAYERS], conv_stride[W2V_MAX_CONV_LAYERS];
+    int conv_bias;
+    int feat_extract_norm_layer; /* 0: "group" (GroupNorm on layer 0 only), 1: "layer" */
+    /* transformer */
+    int hidden_size, num_hidden_layers, num_attention_heads, intermediate_size;
+    int num_conv_pos_embeddings, num_conv_pos_embedding_groups;
+    int do_stable_layer_norm;
+    double layer_norm_eps;
+    /* classification head */
+    int use_weighted_layer_sum, classifier_proj_size;
+    int num_labels;
+    char **labels; /* id2label in id order */
+    /* training-time regularisation */
+    double hidden_dropout, attention_dropout, activation_dropout, feat_proj_dropout, layerdrop;
+    int apply_spec_augment;
+    double mask_time_prob, mask_feature_prob;
+    int mask_time_length, mask_time_min_masks, mask_feature_length, mask_feature_min_masks;
+    double initializer_range;
+    /* preprocessor_config.json */
+    int sampling_rate, do_normalize, return_attention_mask;
+    /* the JSON documents as read (unknown keys are kept and written back) */
+    void *json, *preprocessor_json;
+} w2v_config;
+
+/* Whether the model has masked_spec_embed (HF creates it only then). */
+int w2v_config_has_masked_spec_embed(const w2v_config *c);
+/* Conv encoder output length for an input of n samples (HF's
+ * _get_feat_extract_output_lengths); 0 or less when too short. */
+long w2v_config_frames(const w2v_config *c, long n);
+/* Shortest input giving one frame. */
+long w2v_config_min_samples(const w2v_config *c);
+
+/* Reads DIR/config.json and, when present, DIR/preprocessor_config.json. */
+int w2v_config_load(w2v_config *c, const char *dir, char *err, size_t errlen);
+/* Parses a config.json text (with an optional preprocessor_config.json text). */
+int w2v_config_parse(w2v_config *c, const char *config_json, const char *preprocessor_json, char *err,
+                     size_t errlen);
+/* A preset: "base" (facebook/wav2vec2-base, exactly), "small" (what the demo
+ * trains from scratch), "tiny" (tests). */
+int w2v_config_preset(w2v_config *c, const char *name, char *err, size_t errlen);
+/* Replaces the labels (id2label/label2id). */
+void w2v_config_set_labels(w2v_config *c, int n, char *const *labels);
+/* Writes DIR/config.json and DIR/preprocessor_config.json atomically. */
+int w2v_config_save(const w2v_config *c, const char *dir, char *err, size_t errlen);
+void w2v_config_copy(w2v_config *dst, const w2v_config *src);
+void w2v_config_free(w2v_config *c);
+
+#endif

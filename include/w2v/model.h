@@ -1,0 +1,98 @@
+/* Wav2Vec2ForSequenceClassification: parameters, the forward and backward
+ * passes, and Hugging Face checkpoint directories. */
+#ifndef W2V_MODEL_H
+#define W2V_MODEL_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include "w2v/config.h"
+
+typedef struct w2v_model w2v_model;
+
+/* One parameter tensor: a named view into the model's parameter block,
+ * and the same view into its gradient block. */
+typedef struct {
+    char name[96];    /* Hugging Face name, e.g. wav2vec2.encoder.layers.0.attention.q_proj.weight */
+    int ndim;
+    int64_t shape[3];
+    long offset, size; /* in floats, within the blocks */
+    int decay;         /* Trainer's rule: not a bias, not inside an nn.LayerNorm */
+    int feature_encoder; /* frozen by --freeze-feature-encoder */
+} w2v_param;
+
+/* A model with zeroed parameters for config c (copied). */
+w2v_model *w2v_model_new(const w2v_config *c);
+void w2v_model_free(w2v_model *m);
+const w2v_config *w2v_model_config(const w2v_model *m);
+w2v_config *w2v_model_config_mut(w2v_model *m);
+/* Initialises every parameter as transformers' _init_weights does. */
+void w2v_model_init_weights(w2v_model *m, uint64_t seed);
+/* One parameter, as _init_weights would (for what a checkpoint lacks). */
+int w2v_model_init_param(w2v_model *m, const char *name, uint64_t seed);
+
+int w2v_model_num_params(const w2v_model *m);
+const w2v_param *w2v_model_param(const w2v_model *m, int i);
+const w2v_param *w2v_model_find_param(const w2v_model *m, const char *name);
+float *w2v_model_params(w2v_model *m, long *count);
+float *w2v_model_grads(w2v_model *m, long *count);
+
+/* Checkpoints: a Hugging Face model directory (config.json,
+ * model.safetensors or a sharded index, preprocessor_config.json).
+ * Notes on what was skipped or initialised go to the note callback. */
+typedef void (*w2v_note_fn)(const char *msg);
+w2v_model *w2v_model_load(const char *dir, w2v_note_fn note, char *err, size_t errlen);
+/* The same with the labels replaced first (as from_pretrained(num_labels=,
+ * id2label=) does): a checkpoint whose classifier has another size is an
+ * error; one without a head gets a new one. */
+w2v_model *w2v_model_load_labels(const char *dir, int nlabels, char *const *labels, w2v_note_fn note, char *err,
+                                 size_t errlen);
+/* Loads the weights of a safetensors file (or index) into m. */
+int w2v_model_load_weights(w2v_model *m, const char *path, w2v_note_fn note, char *err, size_t errlen);
+/* Writes dir as a whole (a temporary directory renamed into place), in the
+ * names transformers loads with every torch version (weight_g/weight_v). */
+int w2v_model_save(const w2v_model *m, const char *dir, char *err, size_t errlen);
+/* The same files into an existing directory (for checkpoints with more). */
+int w2v_model_write_files(const w2v_model *m, const char *dir, char *err, size_t errlen);
+
+/* ---- compute ---- */
+typedef struct {
+    int B, T;                /* batch, samples */
+    const float *x;          /* [B, T] normalised audio */
+    const int64_t *lengths;  /* [B] samples; used when the attention mask is (see below) */
+    const int64_t *labels;   /* [B] or NULL; -1 = none */
+} w2v_input;
+
+typedef struct {
+    int training;    /* dropout, LayerDrop, SpecAugment as the config says */
+    uint64_t seed;   /* with step, keys every random draw */
+    uint64_t step;
+    int attention_mask; /* 1: pass the mask; 0: do not; -1: as preprocessor_config.json says */
+} w2v_run;
+
+/* Forward pass; logits [B, num_labels] are copied to logits when not NULL.
+ * Returns the mean cross-entropy over labelled examples (0 without labels),
+ * or a negative value with err set when the input is unusable. */
+float w2v_model_forward(w2v_model *m, const w2v_input *in, const w2v_run *run, float *logits, char *err,
+                        size_t errlen);
+/* Backward pass of the last forward; accumulates into the gradients. */
+void w2v_model_backward(w2v_model *m);
+void w2v_model_zero_grad(w2v_model *m);
+/* Skip the conv feature encoder's gradients (HF freeze_feature_encoder). */
+void w2v_model_freeze_feature_encoder(w2v_model *m, int frozen);
+int w2v_model_feature_encoder_frozen(const w2v_model *m);
+/* Whether a parameter got a gradient in the last backward (HF: grad is
+ * not None). */
+int w2v_model_param_has_grad(const w2v_model *m, int i);
+
+/* Activations of the last forward, by the names of golden/README.md:
+ * conv_layer.N, conv_features, extract_features, projected_features,
+ * position_embeddings, hidden_states.N, pooled_output, logits.  Channels-last
+ * [B, frames, C] (conv_layer.N too).  NULL when unknown. */
+const float *w2v_model_activation(const w2v_model *m, const char *name, int64_t shape[3]);
+/* Frames after the conv encoder for each example of the last forward
+ * (valid frames when the mask was used, else all). */
+const int *w2v_model_valid_frames(const w2v_model *m);
+int w2v_model_frames(const w2v_model *m);
+
+#endif

@@ -1,0 +1,236 @@
+/* Hugging Face model directories: config.json, preprocessor_config.json and
+ * the weights (model.safetensors or a sharded model.safetensors.index.json). */
+#include "w2v/model.h"
+#include "w2v/safetensors.h"
+#include "internal.h"
+#include "fsutil.h"
+
+#include <errno.h>
+#include <jansson.h>
+#include <stdarg.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+static void notef(w2v_note_fn note, const char *fmt, ...)
+{
+    if (!note) return;
+    char msg[512];
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(msg, sizeof msg, fmt, ap);
+    va_end(ap);
+    note(msg);
+}
+
+static int starts(const char *s, const char *prefix) { return !strncmp(s, prefix, strlen(prefix)); }
+
+/* The name our parameter table uses for a checkpoint's tensor name: the
+ * wav2vec2. prefix added for a bare Wav2Vec2Model, torch >= 2.1's
+ * parametrization names mapped back to weight_g / weight_v. */
+static void canonical_name(char *out, size_t len, const char *name)
+{
+    int head = starts(name, "wav2vec2.") || starts(name, "projector.") || starts(name, "classifier.") ||
+               !strcmp(name, "layer_weights");
+    snprintf(out, len, "%s%s", head ? "" : "wav2vec2.", name);
+    char *p = strstr(out, "parametrizations.weight.original");
+    if (p && (p[32] == '0' || p[32] == '1') && !p[33]) snprintf(p, len - (size_t)(p - out), "weight_%c", p[32] == '0' ? 'g' : 'v');
+}
+
+/* Tensors used only by pretraining (or by other heads). */
+static int other_task(const char *name)
+{
+    static const char *const prefixes[] = {"wav2vec2.quantizer.", "quantizer.", "project_q.", "project_hid.",
+                                           "lm_head.", "wav2vec2.project_q.", "wav2vec2.project_hid."};
+    for (size_t i = 0; i < sizeof prefixes / sizeof *prefixes; i++)
+        if (starts(name, prefixes[i])) return 1;
+    return 0;
+}
+
+static int load_file(w2v_model *m, const char *path, unsigned char *loaded, int *skipped, w2v_note_fn note,
+                     char *err, size_t errlen)
+{
+    w2v_safetensors *st = w2v_st_open(path, err, errlen);
+    if (!st) return -1;
+    const char *fmt = w2v_st_metadata(st, "format");
+    if (fmt && strcmp(fmt, "pt")) notef(note, "%s: metadata format is '%s', read as torch's", path, fmt);
+    float *block = w2v_model_params(m, NULL);
+    for (int i = 0; i < w2v_st_count(st); i++) {
+        const w2v_st_tensor *t = w2v_st_tensor_at(st, i);
+        char name[160];
+        canonical_name(name, sizeof name, t->name);
+        const w2v_param *p = w2v_model_find_param(m, name);
+        if (!p) {
+            if (!other_task(t->name) && !other_task(name))
+                notef(note, "%s: tensor '%s' is not part of the model: skipped", path, t->name);
+            (*skipped)++;
+            continue;
+        }
+        int same = t->ndim == p->ndim;
+        for (int d = 0; same && d < p->ndim; d++) same = t->shape[d] == p->shape[d];
+        if (!same) {
+            char want[64], have[64];
+            int o = 0;
+            for (int d = 0; d < p->ndim; d++) o += snprintf(want + o, sizeof want - (size_t)o, "%s%lld", d ? "," : "", (long long)p->shape[d]);
+            o = 0;
+            have[0] = 0;
+            for (int d = 0; d < t->ndim; d++) o += snprintf(have + o, sizeof have - (size_t)o, "%s%lld", d ? "," : "", (long long)t->shape[d]);
+            set_error(err, errlen, "%s: tensor '%s' has shape [%s], the config needs [%s]", path, t->name, have, want);
+            w2v_st_close(st);
+            return -1;
+        }
+        if (w2v_st_to_f32(t, block + p->offset) < 0) {
+            set_error(err, errlen, "%s: tensor '%s' has dtype %s, not a float type", path, t->name, w2v_st_dtype_name(t->dtype));
+            w2v_st_close(st);
+            return -1;
+        }
+        loaded[p - w2v_model_param(m, 0)] = 1;
+    }
+    w2v_st_close(st);
+    return 0;
+}
+
+static char *join(const char *dir, const char *name)
+{
+    size_t n = strlen(dir) + strlen(name) + 2;
+    char *p = xmalloc(n);
+    snprintf(p, n, "%s/%s", dir, name);
+    return p;
+}
+
+static int exists(const char *path)
+{
+    struct stat sb;
+    return stat(path, &sb) == 0;
+}
+
+/* Loads every file an index names (each once). */
+static int load_index(w2v_model *m, const char *index, unsigned char *loaded, int *skipped, w2v_note_fn note,
+                      char *err, size_t errlen)
+{
+    json_error_t je;
+    json_t *root = json_load_file(index, 0, &je), *map = json_object_get(root, "weight_map");
+    if (!json_is_object(map)) {
+        json_decref(root);
+        return set_error(err, errlen, "%s: not a safetensors index (no weight_map)", index);
+    }
+    char *dir = xstrdup(index);
+    char *slash = strrchr(dir, '/');
+    if (slash) *slash = 0;
+    else strcpy(dir, ".");
+    json_t *done = json_object();
+    const char *key;
+    json_t *val;
+    int ret = 0;
+    json_object_foreach(map, key, val) {
+        const char *file = json_string_value(val);
+        if (!file || strchr(file, '/')) {
+            ret = set_error(err, errlen, "%s: bad file name for '%s'", index, key);
+            break;
+        }
+        if (json_object_get(done, file)) continue;
+        json_object_set_new(done, file, json_true());
+        char *path = join(dir, file);
+        ret = load_file(m, path, loaded, skipped, note, err, errlen);
+        free(path);
+        if (ret < 0) break;
+    }
+    json_decref(done);
+    json_decref(root);
+    free(dir);
+    return ret;
+}
+
+int w2v_model_load_weights(w2v_model *m, const char *path, w2v_note_fn note, char *err, size_t errlen)
+{
+    int n = w2v_model_num_params(m), skipped = 0, ret;
+    unsigned char *loaded = xcalloc((size_t)n, 1);
+    size_t len = strlen(path);
+    if (len > 5 && !strcmp(path + len - 5, ".json")) ret = load_index(m, path, loaded, &skipped, note, err, errlen);
+    else ret = load_file(m, path, loaded, &skipped, note, err, errlen);
+    if (ret == 0) {
+        if (skipped) notef(note, "%s: %d tensors of other tasks (pretraining, CTC) or unknown were not used", path, skipped);
+        /* what from_pretrained initialises anew, with its warning: the head
+         * of a pretrained encoder; anything else missing is an error */
+        int head = 0;
+        for (int i = 0; i < n && ret == 0; i++) {
+            const w2v_param *p = w2v_model_param(m, i);
+            if (loaded[i]) continue;
+            int is_head = starts(p->name, "projector.") || starts(p->name, "classifier.");
+            if (!is_head && strcmp(p->name, "layer_weights") && strcmp(p->name, "wav2vec2.masked_spec_embed")) {
+                ret = set_error(err, errlen, "%s: missing tensor '%s'", path, p->name);
+                break;
+            }
+            w2v_model_init_param(m, p->name, (uint64_t)i);
+            if (is_head) head = 1;
+            else notef(note, "%s: no '%s': newly initialised", path, p->name);
+        }
+        if (ret == 0 && head)
+            notef(note, "%s: no classification head (projector, classifier): newly initialised; train it before use", path);
+    }
+    free(loaded);
+    return ret;
+}
+
+w2v_model *w2v_model_load_labels(const char *dir, int nlabels, char *const *labels, w2v_note_fn note, char *err,
+                                 size_t errlen)
+{
+    w2v_config c;
+    if (w2v_config_load(&c, dir, err, errlen) < 0) return NULL;
+    if (labels) w2v_config_set_labels(&c, nlabels, labels);
+    w2v_model *m = w2v_model_new(&c);
+    w2v_config_free(&c);
+    char *st = join(dir, "model.safetensors"), *index = join(dir, "model.safetensors.index.json"),
+         *bin = join(dir, "pytorch_model.bin");
+    int ret;
+    if (exists(st)) ret = w2v_model_load_weights(m, st, note, err, errlen);
+    else if (exists(index)) ret = w2v_model_load_weights(m, index, note, err, errlen);
+    else if (exists(bin))
+        ret = set_error(err, errlen, "%s: has only pytorch_model.bin: convert it first (w2v-convert %s)", dir, dir);
+    else ret = set_error(err, errlen, "%s: no model.safetensors", dir);
+    free(st);
+    free(index);
+    free(bin);
+    if (ret < 0) {
+        w2v_model_free(m);
+        return NULL;
+    }
+    return m;
+}
+
+w2v_model *w2v_model_load(const char *dir, w2v_note_fn note, char *err, size_t errlen)
+{
+    return w2v_model_load_labels(dir, 0, NULL, note, err, errlen);
+}
+
+int w2v_model_write_files(const w2v_model *m, const char *dir, char *err, size_t errlen)
+{
+    if (w2v_config_save(w2v_model_config(m), dir, err, errlen) < 0) return -1;
+    w2v_st_writer *w = w2v_st_writer_new();
+    w2v_st_add_metadata(w, "format", "pt");
+    const float *block = w2v_model_params((w2v_model *)m, NULL);
+    for (int i = 0; i < w2v_model_num_params(m); i++) {
+        const w2v_param *p = w2v_model_param(m, i);
+        w2v_st_add(w, p->name, W2V_ST_F32, p->ndim, p->shape, block + p->offset);
+    }
+    char *path = join(dir, "model.safetensors");
+    int ret = w2v_st_write(w, path, err, errlen);
+    free(path);
+    w2v_st_writer_free(w);
+    return ret;
+}
+
+int w2v_model_save(const w2v_model *m, const char *dir, char *err, size_t errlen)
+{
+    size_t n = strlen(dir) + 32;
+    char *tmp = xmalloc(n);
+    snprintf(tmp, n, "%s.tmp.%ld", dir, (long)getpid());
+    remove_tree(tmp);
+    int ret = make_dirs(tmp, err, errlen);
+    if (ret == 0) ret = w2v_model_write_files(m, tmp, err, errlen);
+    if (ret == 0) ret = replace_dir(tmp, dir, err, errlen);
+    if (ret < 0) remove_tree(tmp);
+    free(tmp);
+    return ret;
+}

@@ -1,0 +1,190 @@
+/* 1-D convolutions (the conv feature encoder and the positional conv
+ * embedding) as im2col + GEMM over channels-last activations, and the
+ * weight normalisation of the positional conv.
+ *
+ * Channels-last makes the receptive field of output frame t a run of K
+ * input frames, so im2col copies rows; the weight is reordered once per call
+ * from torch's [Cout, Cin/G, K] to [Cout, K, Cin/G] to match. */
+#include "ops.h"
+
+#include <cblas.h>
+#include <math.h>
+#include <string.h>
+
+/* Rows of im2col per GEMM: whole examples, up to about this many floats. */
+#define COL_BUDGET (8l << 20)
+
+static int chunk_examples(const conv_shape *s)
+{
+    long per = (long)s->Tout * s->K * (s->Cin / s->G);
+    long nb = per > 0 ? COL_BUDGET / per : s->B;
+    return nb < 1 ? 1 : nb > s->B ? s->B : (int)nb;
+}
+
+long conv1d_scratch(const conv_shape *s)
+{
+    long cg = s->Cin / s->G, wsize = (long)s->Cout * s->K * cg;
+    return 2 * wsize + 2 * (long)chunk_examples(s) * s->Tout * s->K * cg;
+}
+
+/* Without padding or groups, and with stride >= kernel, the rows of x are
+ * already the im2col rows: the GEMM reads x with a leading dimension of S*Cin. */
+static int direct(const conv_shape *s) { return s->G == 1 && s->P == 0 && s->S >= s->K; }
+
+static void reorder_weight(float *wr, const float *w, const conv_shape *s)
+{
+    int cg = s->Cin / s->G;
+    #pragma omp parallel for
+    for (int o = 0; o < s->Cout; o++)
+        for (int c = 0; c < cg; c++)
+            for (int k = 0; k < s->K; k++) wr[((long)o * s->K + k) * cg + c] = w[((long)o * cg + c) * s->K + k];
+}
+
+/* col[(b*Tout + t), k*cg + c] = x[b0 + b, t*S + k - P, g*cg + c] */
+static void im2col(float *col, const float *x, int b0, int nb, int g, const conv_shape *s)
+{
+    int cg = s->Cin / s->G;
+    long row = (long)s->K * cg;
+    #pragma omp parallel for collapse(2)
+    for (int b = 0; b < nb; b++)
+        for (int t = 0; t < s->Tout; t++) {
+            float *dst = col + ((long)b * s->Tout + t) * row;
+            const float *xb = x + (long)(b0 + b) * s->Tin * s->Cin + (long)g * cg;
+            for (int k = 0; k < s->K; k++) {
+                int ti = t * s->S + k - s->P;
+                if (ti < 0 || ti >= s->Tin) memset(dst + (long)k * cg, 0, (size_t)cg * sizeof *dst);
+                else memcpy(dst + (long)k * cg, xb + (long)ti * s->Cin, (size_t)cg * sizeof *dst);
+            }
+        }
+}
+
+static void col2im(float *dx, const float *dcol, int b0, int nb, int g, const conv_shape *s)
+{
+    int cg = s->Cin / s->G;
+    long row = (long)s->K * cg;
+    /* output frames of one example overlap in their inputs: parallel over examples only */
+    #pragma omp parallel for
+    for (int b = 0; b < nb; b++)
+        for (int t = 0; t < s->Tout; t++) {
+            const float *src = dcol + ((long)b * s->Tout + t) * row;
+            float *xb = dx + (long)(b0 + b) * s->Tin * s->Cin + (long)g * cg;
+            for (int k = 0; k < s->K; k++) {
+                int ti = t * s->S + k - s->P;
+                if (ti < 0 || ti >= s->Tin) continue;
+                float *d = xb + (long)ti * s->Cin;
+                const float *q = src + (long)k * cg;
+                for (int c = 0; c < cg; c++) d[c] += q[c];
+            }
+        }
+}
+
+void conv1d_forward(float *out, const float *x, const float *w, const float *bias, const conv_shape *s,
+                    float *scratch)
+{
+    int cg = s->Cin / s->G, cgo = s->Cout / s->G, nbmax = chunk_examples(s);
+    long row = (long)s->K * cg;
+    float *wr = scratch, *col = scratch + 2 * (long)s->Cout * row;
+    reorder_weight(wr, w, s);
+    long n = (long)s->B * s->Tout;
+    if (bias) {
+        #pragma omp parallel for
+        for (long i = 0; i < n; i++) memcpy(out + i * s->Cout, bias, (size_t)s->Cout * sizeof *out);
+    }
+    float beta = bias ? 1.0f : 0.0f;
+    if (direct(s)) {
+        for (int b = 0; b < s->B; b++)
+            cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, s->Tout, s->Cout, (int)row, 1.0f,
+                        x + (long)b * s->Tin * s->Cin, s->S * s->Cin, wr, (int)row, beta,
+                        out + (long)b * s->Tout * s->Cout, s->Cout);
+        return;
+    }
+    for (int b0 = 0; b0 < s->B; b0 += nbmax) {
+        int nb = s->B - b0 < nbmax ? s->B - b0 : nbmax;
+        for (int g = 0; g < s->G; g++) {
+            im2col(col, x, b0, nb, g, s);
+            cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, nb * s->Tout, cgo, (int)row, 1.0f, col, (int)row,
+                        wr + (long)g * cgo * row, (int)row, beta, out + (long)b0 * s->Tout * s->Cout + (long)g * cgo,
+                        s->Cout);
+        }
+    }
+}
+
+void conv1d_backward(float *dx, float *dw, float *dbias, const float *dout, const float *x, const float *w,
+                     const conv_shape *s, float *scratch)
+{
+    int cg = s->Cin / s->G, cgo = s->Cout / s->G, nbmax = chunk_examples(s);
+    long row = (long)s->K * cg, wsize = (long)s->Cout * row;
+    float *wr = scratch, *dwr = scratch + wsize, *col = scratch + 2 * wsize,
+          *dcol = col + (long)nbmax * s->Tout * row;
+    reorder_weight(wr, w, s);
+    memset(dwr, 0, (size_t)wsize * sizeof *dwr);
+    if (dbias) {
+        #pragma omp parallel for
+        for (int o = 0; o < s->Cout; o++) {
+            float acc = 0;
+            for (long i = 0; i < (long)s->B * s->Tout; i++) acc += dout[i * s->Cout + o];
+            dbias[o] += acc;
+        }
+    }
+    if (direct(s)) {
+        for (int b = 0; b < s->B; b++) {
+            const float *xb = x + (long)b * s->Tin * s->Cin, *gb = dout + (long)b * s->Tout * s->Cout;
+            if (dw)
+                cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, s->Cout, (int)row, s->Tout, 1.0f, gb, s->Cout,
+                            xb, s->S * s->Cin, 1.0f, dwr, (int)row);
+            if (dx)
+                cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, s->Tout, (int)row, s->Cout, 1.0f, gb, s->Cout,
+                            wr, (int)row, 1.0f, dx + (long)b * s->Tin * s->Cin, s->S * s->Cin);
+        }
+    } else {
+        for (int b0 = 0; b0 < s->B; b0 += nbmax) {
+            int nb = s->B - b0 < nbmax ? s->B - b0 : nbmax;
+            for (int g = 0; g < s->G; g++) {
+                const float *gb = dout + (long)b0 * s->Tout * s->Cout + (long)g * cgo;
+                if (dw) {
+                    im2col(col, x, b0, nb, g, s);
+                    cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, cgo, (int)row, nb * s->Tout, 1.0f, gb,
+                                s->Cout, col, (int)row, 1.0f, dwr + (long)g * cgo * row, (int)row);
+                }
+                if (dx) {
+                    cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, nb * s->Tout, (int)row, cgo, 1.0f, gb,
+                                s->Cout, wr + (long)g * cgo * row, (int)row, 0.0f, dcol, (int)row);
+                    col2im(dx, dcol, b0, nb, g, s);
+                }
+            }
+        }
+    }
+    if (dw) {
+        #pragma omp parallel for
+        for (int o = 0; o < s->Cout; o++)
+            for (int c = 0; c < cg; c++)
+                for (int k = 0; k < s->K; k++) dw[((long)o * cg + c) * s->K + k] += dwr[((long)o * s->K + k) * cg + c];
+    }
+}
+
+void weightnorm_forward(float *w, const float *g, const float *v, int rows, int K)
+{
+    for (int k = 0; k < K; k++) {
+        double ss = 0;
+        for (long r = 0; r < rows; r++) ss += (double)v[r * K + k] * v[r * K + k];
+        float scale = g[k] / (float)sqrt(ss);
+        for (long r = 0; r < rows; r++) w[r * K + k] = v[r * K + k] * scale;
+    }
+}
+
+void weightnorm_backward(float *dg, float *dv, const float *dw, const float *g, const float *v, int rows, int K)
+{
+    for (int k = 0; k < K; k++) {
+        double ss = 0, dot = 0;
+        for (long r = 0; r < rows; r++) {
+            ss += (double)v[r * K + k] * v[r * K + k];
+            dot += (double)dw[r * K + k] * v[r * K + k];
+        }
+        double norm = sqrt(ss);
+        if (dg) dg[k] += (float)(dot / norm);
+        if (dv) {
+            float a = (float)(g[k] / norm), bq = (float)(g[k] * dot / (norm * ss));
+            for (long r = 0; r < rows; r++) dv[r * K + k] += a * dw[r * K + k] - bq * v[r * K + k];
+        }
+    }
+}

@@ -1,0 +1,109 @@
+/* Atomic files and directories. */
+#define _XOPEN_SOURCE 700
+#include "fsutil.h"
+#include "internal.h"
+
+#include <errno.h>
+#include <ftw.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+int atomic_open(atomic_file *f, const char *path, char *err, size_t errlen)
+{
+    size_t n = strlen(path) + 32;
+    f->path = xstrdup(path);
+    f->tmp = xmalloc(n);
+    snprintf(f->tmp, n, "%s.tmp.%ld", path, (long)getpid());
+    f->fp = fopen(f->tmp, "wb");
+    if (!f->fp) {
+        set_error(err, errlen, "%s: cannot create: %s", path, strerror(errno));
+        free(f->path);
+        free(f->tmp);
+        return -1;
+    }
+    return 0;
+}
+
+int atomic_commit(atomic_file *f, int ok, char *err, size_t errlen)
+{
+    int e = 0;
+    if (!ok) e = errno ? errno : EIO;
+    if (!e && fflush(f->fp) != 0) e = errno;
+    if (!e && fsync(fileno(f->fp)) != 0 && errno != EINVAL) e = errno;
+    if (fclose(f->fp) != 0 && !e) e = errno;
+    if (!e && rename(f->tmp, f->path) != 0) e = errno;
+    if (e) {
+        unlink(f->tmp);
+        set_error(err, errlen, "%s: write failed: %s", f->path, strerror(e));
+    }
+    free(f->path);
+    free(f->tmp);
+    return e ? -1 : 0;
+}
+
+int atomic_write_text(const char *path, const char *text, char *err, size_t errlen)
+{
+    atomic_file f;
+    if (atomic_open(&f, path, err, errlen) < 0) return -1;
+    size_t n = strlen(text);
+    return atomic_commit(&f, fwrite(text, 1, n, f.fp) == n, err, errlen);
+}
+
+static int rm_entry(const char *path, const struct stat *sb, int flag, struct FTW *ftw)
+{
+    (void)sb, (void)flag, (void)ftw;
+    return remove(path);
+}
+
+int remove_tree(const char *path)
+{
+    struct stat sb;
+    if (lstat(path, &sb) != 0) return errno == ENOENT ? 0 : -1;
+    return nftw(path, rm_entry, 16, FTW_DEPTH | FTW_PHYS);
+}
+
+int replace_dir(const char *src, const char *dst, char *err, size_t errlen)
+{
+    size_t n = strlen(dst) + 32;
+    char *old = xmalloc(n);
+    snprintf(old, n, "%s.old.%ld", dst, (long)getpid());
+    struct stat sb;
+    int had = stat(dst, &sb) == 0;
+    if (had && rename(dst, old) != 0) {
+        set_error(err, errlen, "%s: cannot move aside: %s", dst, strerror(errno));
+        free(old);
+        return -1;
+    }
+    if (rename(src, dst) != 0) {
+        int e = errno;
+        if (had) rename(old, dst);
+        set_error(err, errlen, "%s: cannot rename into place: %s", dst, strerror(e));
+        free(old);
+        return -1;
+    }
+    if (had) remove_tree(old);
+    free(old);
+    return 0;
+}
+
+int make_dirs(const char *path, char *err, size_t errlen)
+{
+    char *p = xstrdup(path);
+    for (char *s = p + 1; ; s++) {
+        if (*s == '/' || !*s) {
+            char c = *s;
+            *s = 0;
+            if (mkdir(p, 0777) != 0 && errno != EEXIST) {
+                set_error(err, errlen, "%s: cannot create directory: %s", p, strerror(errno));
+                free(p);
+                return -1;
+            }
+            if (!c) break;
+            *s = c;
+        }
+    }
+    free(p);
+    return 0;
+}

@@ -1,0 +1,99 @@
+/* The classification head: weighted layer sum, mean pooling over frames,
+ * and the cross-entropy loss. */
+#include "ops.h"
+
+#include <math.h>
+#include <string.h>
+
+static void softmax_weights(float *out, const float *lw, int L)
+{
+    float mx = lw[0], sum = 0;
+    for (int l = 1; l < L; l++) mx = lw[l] > mx ? lw[l] : mx;
+    for (int l = 0; l < L; l++) sum += (out[l] = expf(lw[l] - mx));
+    for (int l = 0; l < L; l++) out[l] /= sum;
+}
+
+void layersum_forward(float *out, float *const *hs, const float *lw, int L, long n)
+{
+    float w[256];
+    softmax_weights(w, lw, L);
+    #pragma omp parallel for
+    for (long i = 0; i < n; i++) {
+        float s = 0;
+        for (int l = 0; l < L; l++) s += w[l] * hs[l][i];
+        out[i] = s;
+    }
+}
+
+void layersum_backward(float *const *dhs, float *dlw, const float *dout, float *const *hs, const float *lw, int L,
+                       long n)
+{
+    float w[256];
+    double dw[256] = {0}, dot = 0;
+    softmax_weights(w, lw, L);
+    for (int l = 0; l < L; l++) {
+        double s = 0;
+        #pragma omp parallel for reduction(+ : s)
+        for (long i = 0; i < n; i++) s += (double)dout[i] * hs[l][i];
+        dw[l] = s; /* d loss / d w_l */
+        if (dhs[l]) {
+            #pragma omp parallel for
+            for (long i = 0; i < n; i++) dhs[l][i] += w[l] * dout[i];
+        }
+    }
+    if (!dlw) return;
+    for (int l = 0; l < L; l++) dot += w[l] * dw[l];
+    for (int l = 0; l < L; l++) dlw[l] += (float)(w[l] * (dw[l] - dot));
+}
+
+void meanpool_forward(float *out, const float *x, const int *valid, int B, int T, int C)
+{
+    for (int b = 0; b < B; b++) {
+        int n = valid ? valid[b] : T;
+        for (int c = 0; c < C; c++) {
+            float s = 0;
+            for (int t = 0; t < n; t++) s += x[((long)b * T + t) * C + c];
+            out[(long)b * C + c] = s / (float)n;
+        }
+    }
+}
+
+void meanpool_backward(float *dx, const float *dout, const int *valid, int B, int T, int C)
+{
+    for (int b = 0; b < B; b++) {
+        int n = valid ? valid[b] : T;
+        for (int t = 0; t < n; t++)
+            for (int c = 0; c < C; c++) dx[((long)b * T + t) * C + c] += dout[(long)b * C + c] / (float)n;
+    }
+}
+
+float crossentropy_forward(float *probs, const float *logits, const int64_t *labels, int B, int n)
+{
+    double loss = 0;
+    int counted = 0;
+    for (int b = 0; b < B; b++) {
+        const float *z = logits + (long)b * n;
+        float *pr = probs + (long)b * n, mx = z[0];
+        double sum = 0;
+        for (int i = 1; i < n; i++) mx = z[i] > mx ? z[i] : mx;
+        for (int i = 0; i < n; i++) sum += exp((double)z[i] - mx);
+        for (int i = 0; i < n; i++) pr[i] = (float)(exp((double)z[i] - mx) / sum);
+        if (labels[b] >= 0) {
+            loss += log(sum) + mx - z[labels[b]];
+            counted++;
+        }
+    }
+    return counted ? (float)(loss / counted) : 0.0f;
+}
+
+void crossentropy_backward(float *dlogits, const float *probs, const int64_t *labels, int B, int n)
+{
+    int counted = 0;
+    for (int b = 0; b < B; b++) counted += labels[b] >= 0;
+    if (!counted) return;
+    for (int b = 0; b < B; b++) {
+        if (labels[b] < 0) continue;
+        for (int i = 0; i < n; i++)
+            dlogits[(long)b * n + i] += (probs[(long)b * n + i] - (i == labels[b])) / (float)counted;
+    }
+}

@@ -1,0 +1,137 @@
+/* LayerNorm and GroupNorm.  Statistics are summed in double: GroupNorm runs
+ * over thousands of frames, where float sums would drift from torch's. */
+#include "ops.h"
+#include "internal.h"
+
+#include <math.h>
+#include <stdlib.h>
+
+void layernorm_forward(float *out, float *mean, float *rstd, const float *x, const float *w, const float *b, int N,
+                       int C, float eps)
+{
+    #pragma omp parallel for
+    for (int n = 0; n < N; n++) {
+        const float *xr = x + (long)n * C;
+        float *o = out + (long)n * C;
+        double s = 0, ss = 0;
+        for (int c = 0; c < C; c++) s += xr[c];
+        double m = s / C;
+        for (int c = 0; c < C; c++) ss += (xr[c] - m) * (xr[c] - m);
+        float r = (float)(1.0 / sqrt(ss / C + eps)), mf = (float)m;
+        for (int c = 0; c < C; c++) o[c] = (xr[c] - mf) * r * w[c] + b[c];
+        mean[n] = mf;
+        rstd[n] = r;
+    }
+}
+
+void layernorm_backward(float *dx, float *dw, float *db, const float *dout, const float *x, const float *w,
+                        const float *mean, const float *rstd, int N, int C)
+{
+    /* parameter gradients: reduce over rows, one channel per thread */
+    if (dw || db) {
+        #pragma omp parallel for
+        for (int c = 0; c < C; c++) {
+            double sw = 0, sb = 0;
+            for (int n = 0; n < N; n++) {
+                float g = dout[(long)n * C + c];
+                sw += g * (x[(long)n * C + c] - mean[n]) * rstd[n];
+                sb += g;
+            }
+            if (dw) dw[c] += (float)sw;
+            if (db) db[c] += (float)sb;
+        }
+    }
+    if (!dx) return;
+    #pragma omp parallel for
+    for (int n = 0; n < N; n++) {
+        const float *xr = x + (long)n * C, *g = dout + (long)n * C;
+        float *d = dx + (long)n * C, m = mean[n], r = rstd[n];
+        double s1 = 0, s2 = 0; /* mean of dnorm and of dnorm * xhat */
+        for (int c = 0; c < C; c++) {
+            float dn = g[c] * w[c], xh = (xr[c] - m) * r;
+            s1 += dn;
+            s2 += dn * xh;
+        }
+        float a = (float)(s1 / C), bq = (float)(s2 / C);
+        for (int c = 0; c < C; c++) {
+            float dn = g[c] * w[c], xh = (xr[c] - m) * r;
+            d[c] += r * (dn - a - xh * bq);
+        }
+    }
+}
+
+void groupnorm_forward(float *out, float *mean, float *rstd, const float *x, const float *w, const float *b, int B,
+                       int T, int C, float eps)
+{
+    #pragma omp parallel for
+    for (int bi = 0; bi < B; bi++) {
+        const float *xb = x + (long)bi * T * C;
+        float *ob = out + (long)bi * T * C;
+        double *s = xcalloc((size_t)C * 2, sizeof *s), *ss = s + C;
+        for (int t = 0; t < T; t++)
+            for (int c = 0; c < C; c++) s[c] += xb[(long)t * C + c];
+        for (int c = 0; c < C; c++) s[c] /= T;
+        for (int t = 0; t < T; t++)
+            for (int c = 0; c < C; c++) {
+                double d = xb[(long)t * C + c] - s[c];
+                ss[c] += d * d;
+            }
+        float *m = mean + (long)bi * C, *r = rstd + (long)bi * C;
+        for (int c = 0; c < C; c++) {
+            m[c] = (float)s[c];
+            r[c] = (float)(1.0 / sqrt(ss[c] / T + eps));
+        }
+        for (int t = 0; t < T; t++)
+            for (int c = 0; c < C; c++) {
+                long i = (long)t * C + c;
+                ob[i] = (xb[i] - m[c]) * r[c] * w[c] + b[c];
+            }
+        free(s);
+    }
+}
+
+void groupnorm_backward(float *dx, float *dw, float *db, const float *dout, const float *x, const float *w,
+                        const float *mean, const float *rstd, int B, int T, int C)
+{
+    /* per example and channel: sums of g and g * xhat over time */
+    double *sg = xcalloc((size_t)B * C * 2, sizeof *sg), *sgx = sg + (long)B * C;
+    #pragma omp parallel for
+    for (int bi = 0; bi < B; bi++) {
+        const float *xb = x + (long)bi * T * C, *gb = dout + (long)bi * T * C;
+        const float *m = mean + (long)bi * C, *r = rstd + (long)bi * C;
+        double *a = sg + (long)bi * C, *bx = sgx + (long)bi * C;
+        for (int t = 0; t < T; t++)
+            for (int c = 0; c < C; c++) {
+                long i = (long)t * C + c;
+                a[c] += gb[i];
+                bx[c] += gb[i] * (xb[i] - m[c]) * r[c];
+            }
+    }
+    for (int bi = 0; bi < B; bi++)
+        for (int c = 0; c < C; c++) {
+            if (dw) dw[c] += (float)sgx[(long)bi * C + c];
+            if (db) db[c] += (float)sg[(long)bi * C + c];
+        }
+    if (dx) {
+        #pragma omp parallel for
+        for (int bi = 0; bi < B; bi++) {
+            const float *xb = x + (long)bi * T * C, *gb = dout + (long)bi * T * C;
+            const float *m = mean + (long)bi * C, *r = rstd + (long)bi * C;
+            float *dxb = dx + (long)bi * T * C;
+            /* dxhat = g w; dx = r (dxhat - mean(dxhat) - xhat mean(dxhat xhat)) */
+            float *ma = xmalloc((size_t)C * 2 * sizeof *ma), *mb = ma + C;
+            for (int c = 0; c < C; c++) {
+                ma[c] = (float)(sg[(long)bi * C + c] * w[c] / T);
+                mb[c] = (float)(sgx[(long)bi * C + c] * w[c] / T);
+            }
+            for (int t = 0; t < T; t++)
+                for (int c = 0; c < C; c++) {
+                    long i = (long)t * C + c;
+                    float xh = (xb[i] - m[c]) * r[c];
+                    dxb[i] += r[c] * (gb[i] * w[c] - ma[c] - xh * mb[c]);
+                }
+            free(ma);
+        }
+    }
+    free(sg);
+}

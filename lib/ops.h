@@ -1,0 +1,95 @@
+/* The layers of the model, each a forward and a backward over flat float
+ * arrays in the manner of llm.c.  Activations are channels-last:
+ * [batch, time, channels].  Every backward ACCUMULATES (+=) into the
+ * gradients it is given (inputs and parameters); a NULL gradient pointer is
+ * skipped.  Parallel loops use OpenMP; GEMMs go to OpenBLAS, never from
+ * inside a parallel region, so the two pools take turns on the cores. */
+#ifndef W2V_OPS_H
+#define W2V_OPS_H
+
+#include <stdint.h>
+
+/* ---- linear.c: out[N,O] = in[N,I] W[O,I]^T + b[O] ---- */
+void linear_forward(float *out, const float *in, const float *w, const float *b, int N, int nin, int nout);
+void linear_backward(float *din, float *dw, float *db, const float *dout, const float *in, const float *w, int N,
+                     int nin, int nout);
+
+/* ---- norm.c ---- */
+/* LayerNorm over the last dimension of N rows of C; mean/rstd [N]. */
+void layernorm_forward(float *out, float *mean, float *rstd, const float *x, const float *w, const float *b, int N,
+                       int C, float eps);
+void layernorm_backward(float *dx, float *dw, float *db, const float *dout, const float *x, const float *w,
+                        const float *mean, const float *rstd, int N, int C);
+/* GroupNorm with one group per channel: statistics per example and channel
+ * over all T frames; x [B, T, C], mean/rstd [B, C]. */
+void groupnorm_forward(float *out, float *mean, float *rstd, const float *x, const float *w, const float *b, int B,
+                       int T, int C, float eps);
+void groupnorm_backward(float *dx, float *dw, float *db, const float *dout, const float *x, const float *w,
+                        const float *mean, const float *rstd, int B, int T, int C);
+
+/* ---- activation.c ---- */
+/* Exact GELU, 0.5 x (1 + erf(x / sqrt 2)); out may alias x. */
+void gelu_forward(float *out, const float *x, long n);
+void gelu_backward(float *dx, const float *x, const float *dout, long n);
+/* Dropout with probability p: out = x * keep / (1 - p), keep drawn from
+ * w2v_hash(key, i), so the backward recomputes the same mask.  out may
+ * alias x; p = 0 copies. */
+void dropout_forward(float *out, const float *x, long n, float p, uint64_t key);
+void dropout_backward(float *dx, const float *dout, long n, float p, uint64_t key);
+/* out = a + b (residual connections); out may alias a or b. */
+void residual_forward(float *out, const float *a, const float *b, long n);
+
+/* ---- conv.c ---- */
+/* Grouped 1-D convolution, channels-last: x [B, Tin, Cin], w as torch stores
+ * it [Cout, Cin/G, K], bias [Cout] or NULL, out [B, Tout, Cout] with
+ * out[t] reading x[t*S - P + k], zeros outside.  scratch holds
+ * conv1d_scratch() floats. */
+typedef struct {
+    int B, Tin, Tout, Cin, Cout, K, S, P, G;
+} conv_shape;
+long conv1d_scratch(const conv_shape *s);
+void conv1d_forward(float *out, const float *x, const float *w, const float *bias, const conv_shape *s,
+                    float *scratch);
+void conv1d_backward(float *dx, float *dw, float *dbias, const float *dout, const float *x, const float *w,
+                     const conv_shape *s, float *scratch);
+/* Weight normalisation over dim 2 (one norm per tap k, over output and
+ * input channels): w[:, :, k] = g[k] v[:, :, k] / ||v[:, :, k]||. */
+void weightnorm_forward(float *w, const float *g, const float *v, int rows, int K);
+void weightnorm_backward(float *dg, float *dv, const float *dw, const float *g, const float *v, int rows, int K);
+
+/* ---- attention.c ---- */
+/* Scaled dot-product attention of nh heads over q, k, v [B, T, H] (q
+ * already scaled); keys at frames >= valid[b] are masked (valid NULL: none).
+ * probs [B, nh, T, T] keeps the softmax for the backward; attention dropout
+ * p uses key. */
+void attention_forward(float *ctx, float *probs, const float *q, const float *k, const float *v,
+                       const int *valid, int B, int T, int H, int nh, float p, uint64_t key, float *scratch);
+void attention_backward(float *dq, float *dk, float *dv, const float *dctx, const float *probs, const float *q,
+                        const float *k, const float *v, int B, int T, int H, int nh, float p, uint64_t key,
+                        float *scratch);
+long attention_scratch(int T);
+
+/* ---- head.c: the classification head ---- */
+/* Weighted sum of L hidden states hs[l] (each n floats) with softmax(lw). */
+void layersum_forward(float *out, float *const *hs, const float *lw, int L, long n);
+void layersum_backward(float *const *dhs, float *dlw, const float *dout, float *const *hs, const float *lw, int L,
+                       long n);
+/* Mean over frames of x [B, T, C]: over frames < valid[b], or all (valid NULL). */
+void meanpool_forward(float *out, const float *x, const int *valid, int B, int T, int C);
+void meanpool_backward(float *dx, const float *dout, const int *valid, int B, int T, int C);
+/* Mean cross-entropy over the examples with a label >= 0; probs [B, n]
+ * keeps the softmax.  Returns the loss (0 when no example has a label). */
+float crossentropy_forward(float *probs, const float *logits, const int64_t *labels, int B, int n);
+void crossentropy_backward(float *dlogits, const float *probs, const int64_t *labels, int B, int n);
+
+/* ---- specaug.c: SpecAugment masks as HF's _compute_mask_indices ---- */
+#include "w2v/rng.h"
+/* Marks spans of `span` positions in each of B rows of n (1 = masked):
+ * int(prob * len / span + eps) spans (eps one uniform draw per call, at
+ * least min_masks), starts drawn without replacement from the first
+ * len - span + 1 positions, len = lengths[b] or n.  Returns how many
+ * positions were masked. */
+long specaug_mask(uint8_t *mask, int B, int n, const int *lengths, double prob, int span, int min_masks,
+                  w2v_rng *rng);
+
+#endif

@@ -1,0 +1,63 @@
+/* xoshiro256** seeded through splitmix64, and a splitmix-style hash. */
+#include "w2v/rng.h"
+
+#include <math.h>
+
+static uint64_t splitmix64(uint64_t *x)
+{
+    uint64_t z = (*x += 0x9e3779b97f4a7c15ull);
+    z = (z ^ (z >> 30)) * 0xbf58476d1ce4e5b9ull;
+    z = (z ^ (z >> 27)) * 0x94d049bb133111ebull;
+    return z ^ (z >> 31);
+}
+
+void w2v_rng_seed(w2v_rng *r, uint64_t seed)
+{
+    for (int i = 0; i < 4; i++) r->s[i] = splitmix64(&seed);
+}
+
+static uint64_t rotl(uint64_t x, int k) { return (x << k) | (x >> (64 - k)); }
+
+uint64_t w2v_rng_next(w2v_rng *r)
+{
+    uint64_t *s = r->s, out = rotl(s[1] * 5, 7) * 9, t = s[1] << 17;
+    s[2] ^= s[0];
+    s[3] ^= s[1];
+    s[1] ^= s[2];
+    s[0] ^= s[3];
+    s[2] ^= t;
+    s[3] = rotl(s[3], 45);
+    return out;
+}
+
+double w2v_rng_uniform(w2v_rng *r) { return (double)(w2v_rng_next(r) >> 11) * 0x1.0p-53; }
+
+uint64_t w2v_rng_below(w2v_rng *r, uint64_t n)
+{
+    /* rejection keeps it unbiased */
+    uint64_t limit = UINT64_MAX - UINT64_MAX % n, x;
+    do x = w2v_rng_next(r);
+    while (x >= limit);
+    return x % n;
+}
+
+double w2v_rng_normal(w2v_rng *r)
+{
+    double u = 1.0 - w2v_rng_uniform(r), v = w2v_rng_uniform(r);
+    return sqrt(-2.0 * log(u)) * cos(2.0 * M_PI * v);
+}
+
+void w2v_rng_shuffle(w2v_rng *r, long *idx, long n)
+{
+    for (long i = n - 1; i > 0; i--) {
+        long j = (long)w2v_rng_below(r, (uint64_t)i + 1), t = idx[i];
+        idx[i] = idx[j];
+        idx[j] = t;
+    }
+}
+
+uint64_t w2v_hash(uint64_t key, uint64_t i)
+{
+    uint64_t x = key ^ (i * 0xd1b54a32d192ed03ull);
+    return splitmix64(&x);
+}

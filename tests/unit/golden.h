@@ -1,0 +1,94 @@
+/* Reading the golden reference data (../shared/golden, made by HF
+ * transformers) in the unit tests. */
+#ifndef W2V_GOLDEN_H
+#define W2V_GOLDEN_H
+
+#include "unit.h"
+#include "w2v/safetensors.h"
+
+#include <math.h>
+#include <stdio.h>
+#include <string.h>
+#include <sys/stat.h>
+
+static const char *const golden_cases[] = {"base-tiny", "large-tiny", "weighted-tiny"};
+#define GOLDEN_NCASES 3
+
+/* The directory of a golden case, or NULL (with a note) when the shared
+ * data is not there. */
+static inline const char *golden_dir(const char *name)
+{
+    static char path[4096];
+    struct stat sb;
+    snprintf(path, sizeof path, "%s/golden/%s", unit_shared_dir(), name);
+    if (stat(path, &sb) != 0) {
+        printf("SKIP: no golden data at %s (set W2V_SHARED)\n", path);
+        return NULL;
+    }
+    return path;
+}
+
+static inline w2v_safetensors *golden_open(const char *dir, const char *file)
+{
+    char path[4200], err[512];
+    snprintf(path, sizeof path, "%s/%s", dir, file);
+    w2v_safetensors *st = w2v_st_open(path, err, sizeof err);
+    CHECK(st != NULL, "%s", err);
+    return st;
+}
+
+/* A tensor as floats (malloc'd), or NULL when absent. */
+static inline float *golden_f32(w2v_safetensors *st, const char *name, size_t *count)
+{
+    int i = w2v_st_find(st, name);
+    if (i < 0) return NULL;
+    const w2v_st_tensor *t = w2v_st_tensor_at(st, i);
+    float *x = malloc((t->count ? t->count : 1) * sizeof *x);
+    if (t->dtype == W2V_ST_I64) {
+        int64_t *v = malloc(t->count * sizeof *v);
+        w2v_st_to_i64(t, v);
+        for (size_t j = 0; j < t->count; j++) x[j] = (float)v[j];
+        free(v);
+    } else
+        w2v_st_to_f32(t, x);
+    if (count) *count = t->count;
+    return x;
+}
+
+static inline int64_t *golden_i64(w2v_safetensors *st, const char *name, size_t *count)
+{
+    int i = w2v_st_find(st, name);
+    if (i < 0) return NULL;
+    const w2v_st_tensor *t = w2v_st_tensor_at(st, i);
+    int64_t *x = malloc((t->count ? t->count : 1) * sizeof *x);
+    w2v_st_to_i64(t, x);
+    if (count) *count = t->count;
+    return x;
+}
+
+/* max |a - b| and max |b| over n values */
+static inline double max_abs_diff(const float *a, const float *b, size_t n, double *maxb)
+{
+    double d = 0, mb = 0;
+    for (size_t i = 0; i < n; i++) {
+        double e = fabs((double)a[i] - b[i]);
+        if (e > d || isnan(e)) d = isnan(e) ? INFINITY : e;
+        if (fabs(b[i]) > mb) mb = fabs(b[i]);
+    }
+    if (maxb) *maxb = mb;
+    return d;
+}
+
+/* Worst violation of |a - b| <= atol + rtol |b|: returns the largest
+ * |a - b| / (atol + rtol |b|) (<= 1 passes). */
+static inline double tol_ratio(const float *a, const float *b, size_t n, double atol, double rtol)
+{
+    double worst = 0;
+    for (size_t i = 0; i < n; i++) {
+        double r = fabs((double)a[i] - b[i]) / (atol + rtol * fabs(b[i]));
+        if (r > worst || isnan(r)) worst = isnan(r) ? INFINITY : r;
+    }
+    return worst;
+}
+
+#endif
