@@ -760,7 +760,7 @@ static void layer_backward(w2v_model *m, int i)
     if (stable) layernorm_backward(d->h, g->ln1_w, g->ln1_b, d->t2, x, w->ln1_w, la->ln1_mean, la->ln1_rstd, BF, H);
 }
 
-void w2v_model_backward(w2v_model *m)
+void w2v_model_backward(w2v_model *m, float scale)
 {
     const w2v_config *c = &m->cfg;
     acts *a = &m->a;
@@ -775,6 +775,8 @@ void w2v_model_backward(w2v_model *m)
     /* head */
     zero(d->logits, (long)B * n);
     crossentropy_backward(d->logits, a->probs, a->labels, B, n);
+    if (scale != 1.0f)
+        for (long j = 0; j < (long)B * n; j++) d->logits[j] *= scale;
     zero(d->pooled, (long)B * P);
     linear_backward(d->pooled, m->g.cls_w, m->g.cls_b, d->logits, a->pooled, m->p.cls_w, B, P, n);
     zero(d->proj, (long)BF * P);

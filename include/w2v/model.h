@@ -75,8 +75,9 @@ typedef struct {
  * or a negative value with err set when the input is unusable. */
 float w2v_model_forward(w2v_model *m, const w2v_input *in, const w2v_run *run, float *logits, char *err,
                         size_t errlen);
-/* Backward pass of the last forward; accumulates into the gradients. */
-void w2v_model_backward(w2v_model *m);
+/* Backward pass of the last forward; accumulates into the gradients the
+ * gradient of scale * loss (scale 1/N averages N accumulated batches). */
+void w2v_model_backward(w2v_model *m, float scale);
 void w2v_model_zero_grad(w2v_model *m);
 /* Skip the conv feature encoder's gradients (HF freeze_feature_encoder). */
 void w2v_model_freeze_feature_encoder(w2v_model *m, int frozen);

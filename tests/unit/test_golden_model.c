@@ -82,7 +82,7 @@ static void check_case(const char *cname)
     const char *none = w2v_st_metadata(ex, "grad_none");
     w2v_model_freeze_feature_encoder(m, none && strstr(none, "feature_extractor.conv_layers") != NULL);
     w2v_model_zero_grad(m);
-    w2v_model_backward(m);
+    w2v_model_backward(m, 1.0f);
     const float *grads = w2v_model_grads(m, NULL);
     double worst = 0;
     const char *worst_name = "";

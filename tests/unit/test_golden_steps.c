@@ -1,0 +1,102 @@
+/* Three Trainer-style optimizer steps against transformers + torch AdamW:
+ * losses, learning rates, gradient norms and every parameter after each
+ * step (../shared/golden/CASE/steps.safetensors). */
+#include "golden.h"
+#include "w2v/model.h"
+#include "w2v/optim.h"
+
+#include <stdlib.h>
+#include <string.h>
+
+static void check_case(const char *cname)
+{
+    const char *dir = golden_dir(cname);
+    if (!dir) return;
+    char err[512];
+    w2v_model *m = w2v_model_load(dir, NULL, err, sizeof err);
+    CHECK(m != NULL, "%s: %s", cname, err);
+    if (!m) return;
+    w2v_safetensors *in = golden_open(dir, "inputs.safetensors"), *st = golden_open(dir, "steps.safetensors"),
+                    *ex = golden_open(dir, "expected.safetensors");
+    size_t nx = 0;
+    float *x = golden_f32(in, "input_values", &nx);
+    int64_t *lengths = golden_i64(in, "lengths", NULL), *labels = golden_i64(in, "labels", NULL);
+    const char *none = w2v_st_metadata(ex, "grad_none"), *decay = w2v_st_metadata(st, "decay");
+    w2v_model_freeze_feature_encoder(m, none && strstr(none, "feature_extractor.conv_layers") != NULL);
+
+    /* Trainer's decay rule, as the golden run applied it */
+    for (int i = 0; i < w2v_model_num_params(m); i++) {
+        const w2v_param *p = w2v_model_param(m, i);
+        const char *s = strstr(decay, p->name);
+        size_t len = strlen(p->name);
+        int listed = s && (s == decay || s[-1] == ',') && (s[len] == ',' || !s[len]);
+        CHECK(listed == p->decay, "%s: %s: decay %d, HF %d", cname, p->name, p->decay, listed);
+    }
+
+    long count;
+    float *initial = malloc((size_t)w2v_model_params(m, &count) ? (size_t)count * sizeof(float) : 1);
+    memcpy(initial, w2v_model_params(m, NULL), (size_t)count * sizeof(float));
+    w2v_optim_opts o;
+    w2v_optim_defaults(&o);
+    o.lr = 1e-3;
+    o.weight_decay = 0.01;
+    o.warmup_steps = 1;
+    o.total_steps = 10;
+    w2v_optim *opt = w2v_optim_new(m, &o);
+    w2v_input input = {3, (int)(nx / 3), x, lengths, labels};
+    for (int k = 1; k <= 3; k++) {
+        char name[160];
+        w2v_run run = {1, 0, (uint64_t)k, -1};
+        w2v_model_zero_grad(m);
+        float loss = w2v_model_forward(m, &input, &run, NULL, err, sizeof err);
+        w2v_model_backward(m, 1.0f);
+        double lr;
+        float norm = w2v_optim_step(opt, m, &lr);
+        snprintf(name, sizeof name, "loss.step%d", k);
+        float *want = golden_f32(st, name, NULL);
+        CHECK(fabsf(loss - *want) <= 1e-5f, "%s: %s %.8f vs %.8f", cname, name, loss, *want);
+        free(want);
+        snprintf(name, sizeof name, "grad_norm.step%d", k);
+        want = golden_f32(st, name, NULL);
+        CHECK(fabsf(norm - *want) <= 1e-5f * *want, "%s: %s %.8g vs %.8g", cname, name, norm, *want);
+        printf("%s step %d: loss %.7f  grad_norm %.7g (golden %.7g)  lr %.17g\n", cname, k, loss, norm, *want, lr);
+        free(want);
+        snprintf(name, sizeof name, "lr.step%d", k);
+        const w2v_st_tensor *t = w2v_st_tensor_at(st, w2v_st_find(st, name));
+        double want_lr;
+        memcpy(&want_lr, t->data, 8);
+        CHECK(lr == want_lr, "%s: %s %.17g vs %.17g", cname, name, lr, want_lr);
+        double worst = 0;
+        for (int i = 0; i < w2v_model_num_params(m); i++) {
+            const w2v_param *p = w2v_model_param(m, i);
+            snprintf(name, sizeof name, "step%d.%s", k, p->name);
+            size_t n;
+            float *wp = golden_f32(st, name, &n);
+            const float *ours = w2v_model_params(m, NULL) + p->offset;
+            CHECK(wp && n == (size_t)p->size, "%s: %s missing", cname, name);
+            if (!wp) continue;
+            double d = max_abs_diff(ours, wp, n, NULL);
+            worst = d > worst ? d : worst;
+            CHECK(d <= 2e-5, "%s: %s: max |diff| %.3g", cname, name, d);
+            if (!w2v_model_param_has_grad(m, i))
+                CHECK(!memcmp(ours, initial + p->offset, n * sizeof *ours), "%s: %s moved without a gradient", cname, name);
+            free(wp);
+        }
+        printf("  parameters: max |diff| %.2e\n", worst);
+    }
+    w2v_optim_free(opt);
+    free(initial);
+    free(x);
+    free(lengths);
+    free(labels);
+    w2v_st_close(in);
+    w2v_st_close(st);
+    w2v_st_close(ex);
+    w2v_model_free(m);
+}
+
+int main(void)
+{
+    for (int i = 0; i < GOLDEN_NCASES; i++) check_case(golden_cases[i]);
+    return unit_finish("test_golden_steps");
+}
