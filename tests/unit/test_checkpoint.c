@@ -1,0 +1,211 @@
+/* Checkpoints: both pos-conv namings, bit-exact save/load round trips,
+ * the base preset against transformers' config.json, pretraining and bare
+ * Wav2Vec2Model checkpoints, sharded indexes, and broken files. */
+#include "golden.h"
+#include "w2v/model.h"
+#include "w2v/safetensors.h"
+
+#include <jansson.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+static char tmpdir[] = "/tmp/w2v-test-ckpt-XXXXXX";
+static int notes;
+static void count_note(const char *msg) { (void)msg; notes++; }
+
+static int same_params(w2v_model *a, w2v_model *b)
+{
+    long na, nb;
+    float *pa = w2v_model_params(a, &na), *pb = w2v_model_params(b, &nb);
+    return na == nb && !memcmp(pa, pb, (size_t)na * sizeof(float));
+}
+
+static void test_namings(void)
+{
+    for (int c = 0; c < GOLDEN_NCASES; c++) {
+        const char *dir = golden_dir(golden_cases[c]);
+        if (!dir) return;
+        char err[512], path[4200];
+        w2v_model *a = w2v_model_load(dir, NULL, err, sizeof err), *b = w2v_model_load(dir, NULL, err, sizeof err);
+        CHECK(a && b, "%s", err);
+        if (!a || !b) return;
+        /* b: overwrite every weight from the parametrizations file */
+        long nb;
+        float *pb = w2v_model_params(b, &nb);
+        memset(pb, 0, (size_t)nb * sizeof *pb);
+        snprintf(path, sizeof path, "%s/model_parametrizations.safetensors", dir);
+        CHECK(w2v_model_load_weights(b, path, NULL, err, sizeof err) == 0, "%s", err);
+        CHECK(same_params(a, b), "%s: weight_g/weight_v and parametrizations.weight.original0/1 load the same", golden_cases[c]);
+        /* the golden values land where HF's names say */
+        w2v_safetensors *st = golden_open(dir, "model.safetensors");
+        const w2v_param *p = w2v_model_find_param(a, "wav2vec2.encoder.pos_conv_embed.conv.weight_g");
+        const w2v_st_tensor *t = w2v_st_tensor_at(st, w2v_st_find(st, p->name));
+        CHECK(t && !memcmp(t->data, w2v_model_params(a, NULL) + p->offset, t->count * 4), "weight_g in place");
+        w2v_st_close(st);
+
+        /* save and load again: bit-exact, labels and config kept */
+        snprintf(path, sizeof path, "%s/%s", tmpdir, golden_cases[c]);
+        CHECK(w2v_model_save(a, path, err, sizeof err) == 0, "save: %s", err);
+        w2v_model *r = w2v_model_load(path, NULL, err, sizeof err);
+        CHECK(r && same_params(a, r), "%s: save/load round trip is bit-exact", golden_cases[c]);
+        if (r) {
+            const w2v_config *x = w2v_model_config(a), *y = w2v_model_config(r);
+            CHECK(x->num_labels == y->num_labels && !strcmp(x->labels[10], y->labels[10]), "labels kept");
+            CHECK(x->do_stable_layer_norm == y->do_stable_layer_norm && x->conv_bias == y->conv_bias &&
+                      x->use_weighted_layer_sum == y->use_weighted_layer_sum &&
+                      x->return_attention_mask == y->return_attention_mask && x->layer_norm_eps == y->layer_norm_eps,
+                  "config kept");
+            w2v_model_free(r);
+        }
+        /* the saved config.json keeps every key of the original with its value */
+        char a_path[4400], b_path[4400];
+        snprintf(a_path, sizeof a_path, "%s/config.json", dir);
+        snprintf(b_path, sizeof b_path, "%s/config.json", path);
+        json_t *ja = json_load_file(a_path, 0, NULL), *jb = json_load_file(b_path, 0, NULL);
+        const char *key;
+        json_t *val;
+        json_object_foreach(ja, key, val) CHECK(json_equal(val, json_object_get(jb, key)), "%s: config.json key %s", golden_cases[c], key);
+        json_decref(ja);
+        json_decref(jb);
+        /* weights are written with torch < 2.1's names, which every version loads */
+        snprintf(b_path, sizeof b_path, "%s/model.safetensors", path);
+        st = w2v_st_open(b_path, err, sizeof err);
+        CHECK(st && w2v_st_find(st, "wav2vec2.encoder.pos_conv_embed.conv.weight_v") >= 0 &&
+                  !strcmp(w2v_st_metadata(st, "format"), "pt"),
+              "saved names and metadata");
+        w2v_st_close(st);
+        w2v_model_free(a);
+        w2v_model_free(b);
+    }
+}
+
+static void test_base_preset(void)
+{
+    char path[4096], err[512];
+    snprintf(path, sizeof path, "%s/golden/base-full-config.json", unit_shared_dir());
+    json_t *want = json_load_file(path, 0, NULL);
+    if (!want) {
+        printf("SKIP: no %s\n", path);
+        return;
+    }
+    w2v_config c;
+    CHECK(w2v_config_preset(&c, "base", err, sizeof err) == 0, "%s", err);
+    char *ks[] = {"yes", "no", "up", "down", "left", "right", "on", "off", "stop", "go", "_silence_", "_unknown_"};
+    w2v_config_set_labels(&c, 12, ks);
+    snprintf(path, sizeof path, "%s/base", tmpdir);
+    mkdir(path, 0777);
+    CHECK(w2v_config_save(&c, path, err, sizeof err) == 0, "%s", err);
+    snprintf(path, sizeof path, "%s/base/config.json", tmpdir);
+    json_t *got = json_load_file(path, 0, NULL);
+    const char *key;
+    json_t *val;
+    json_object_foreach(want, key, val) CHECK(json_equal(val, json_object_get(got, key)), "base preset: key %s differs", key);
+    json_object_foreach(got, key, val) CHECK(json_object_get(want, key) != NULL, "base preset: extra key %s", key);
+    json_decref(want);
+    json_decref(got);
+    w2v_config_free(&c);
+}
+
+/* A pretraining-style checkpoint: bare Wav2Vec2Model names, quantizer and
+ * project_q tensors, no head. */
+static void test_pretraining(void)
+{
+    char err[512], dir[4096], path[4200];
+    w2v_config c;
+    w2v_config_preset(&c, "tiny", err, sizeof err);
+    w2v_model *m = w2v_model_new(&c);
+    w2v_model_init_weights(m, 3);
+    snprintf(dir, sizeof dir, "%s/pretrain", tmpdir);
+    mkdir(dir, 0777);
+    CHECK(w2v_config_save(&c, dir, err, sizeof err) == 0, "%s", err);
+    w2v_st_writer *w = w2v_st_writer_new();
+    w2v_st_add_metadata(w, "format", "pt");
+    static float q[8 * 4];
+    int64_t qs[2] = {8, 4};
+    w2v_st_add(w, "quantizer.codevectors", W2V_ST_F32, 2, qs, q);
+    w2v_st_add(w, "project_q.weight", W2V_ST_F32, 2, qs, q);
+    char names[64][128];
+    int k = 0;
+    for (int i = 0; i < w2v_model_num_params(m); i++) {
+        const w2v_param *p = w2v_model_param(m, i);
+        if (strncmp(p->name, "wav2vec2.", 9)) continue; /* no head */
+        snprintf(names[k], sizeof names[k], "%s", p->name + 9);
+        w2v_st_add(w, names[k++], W2V_ST_F32, p->ndim, p->shape, w2v_model_params(m, NULL) + p->offset);
+    }
+    snprintf(path, sizeof path, "%s/model.safetensors", dir);
+    CHECK(w2v_st_write(w, path, err, sizeof err) == 0, "%s", err);
+    w2v_st_writer_free(w);
+    notes = 0;
+    char *labels[4] = {"w", "x", "y", "z"};
+    w2v_model *r = w2v_model_load_labels(dir, 4, labels, count_note, err, sizeof err);
+    CHECK(r != NULL, "pretraining checkpoint: %s", err);
+    if (r) {
+        CHECK(notes >= 2, "notes on skipped tensors and the new head (%d)", notes);
+        const w2v_param *p = w2v_model_find_param(r, "wav2vec2.encoder.layers.1.attention.q_proj.weight");
+        CHECK(!memcmp(w2v_model_params(r, NULL) + p->offset, w2v_model_params(m, NULL) + p->offset, (size_t)p->size * 4),
+              "bare names get the wav2vec2. prefix");
+        p = w2v_model_find_param(r, "classifier.weight");
+        CHECK(p->shape[0] == 4, "the new head has the new labels");
+        double ss = 0;
+        for (long j = 0; j < p->size; j++) ss += (double)w2v_model_params(r, NULL)[p->offset + j] * w2v_model_params(r, NULL)[p->offset + j];
+        double std = sqrt(ss / p->size);
+        CHECK(std > 0.01 && std < 0.03, "the new classifier is drawn with std initializer_range (%.4f)", std);
+        w2v_model_free(r);
+    }
+    w2v_model_free(m);
+    w2v_config_free(&c);
+}
+
+static void test_index_and_errors(void)
+{
+    const char *dir = golden_dir("base-tiny");
+    if (!dir) return;
+    char err[512], path[4200], src[16384];
+    /* an index naming the one file */
+    snprintf(path, sizeof path, "%s/shard", tmpdir);
+    mkdir(path, 0777);
+    snprintf(src, sizeof src, "cp %s/config.json %s/model.safetensors %s/", dir, dir, path);
+    CHECK(system(src) == 0, "copy");
+    snprintf(src, sizeof src, "cd %s && mv model.safetensors model-00001-of-00001.safetensors && "
+                              "printf '{\"metadata\": {}, \"weight_map\": {\"classifier.bias\": \"model-00001-of-00001.safetensors\"}}' "
+                              "> model.safetensors.index.json", path);
+    CHECK(system(src) == 0, "index");
+    w2v_model *a = w2v_model_load(dir, NULL, err, sizeof err), *b = w2v_model_load(path, NULL, err, sizeof err);
+    CHECK(b != NULL && same_params(a, b), "sharded index loads: %s", err);
+    w2v_model_free(b);
+    w2v_model_free(a);
+    /* broken files: a clear error each, no crash */
+    snprintf(path, sizeof path, "%s/broken.safetensors", tmpdir);
+    static const char *const bad[] = {"", "\x08\0\0\0\0\0\0\0{}", "\xff\xff\xff\xff\0\0\0\0{}",
+                                      "\x40\0\0\0\0\0\0\0{\"a\":{\"dtype\":\"F32\",\"shape\":[2],\"data_offsets\":[0,8]}}   ",
+                                      "\x40\0\0\0\0\0\0\0{\"a\":{\"dtype\":\"F32\",\"shape\":[3],\"data_offsets\":[0,8]}}        "};
+    static const size_t len[] = {0, 10, 10, 72, 80};
+    for (size_t i = 0; i < sizeof bad / sizeof *bad; i++) {
+        FILE *fp = fopen(path, "wb");
+        fwrite(bad[i], 1, len[i], fp);
+        fclose(fp);
+        w2v_safetensors *st = w2v_st_open(path, err, sizeof err);
+        CHECK(st == NULL && strstr(err, "broken.safetensors"), "broken file %zu refused (%s)", i, err);
+        w2v_st_close(st);
+    }
+    /* only pytorch_model.bin: point to w2v-convert */
+    snprintf(path, sizeof path, "%s/bin", tmpdir);
+    mkdir(path, 0777);
+    snprintf(src, sizeof src, "cp %s/config.json %s/ && touch %s/pytorch_model.bin", dir, path, path);
+    CHECK(system(src) == 0, "copy");
+    CHECK(w2v_model_load(path, NULL, err, sizeof err) == NULL && strstr(err, "w2v-convert"), "%s", err);
+}
+
+int main(void)
+{
+    CHECK(mkdtemp(tmpdir) != NULL, "mkdtemp");
+    test_namings();
+    test_base_preset();
+    test_pretraining();
+    test_index_and_errors();
+    char cmd[256];
+    snprintf(cmd, sizeof cmd, "rm -rf %s", tmpdir);
+    if (system(cmd) != 0) return 1;
+    return unit_finish("test_checkpoint");
+}
