@@ -11,13 +11,10 @@
 #include <string.h>
 #include <time.h>
 #include <unistd.h>
-#include <sched.h>
-#include <cblas.h>
-#include <omp.h>
 
 static const char *prog = "w2v";
 static const char *usage_text = "";
-static int quiet, progress_forced, threads;
+static int quiet, progress_forced;
 
 void w2v_cli_init(const char *program, const char *usage)
 {
@@ -115,26 +112,6 @@ double w2v_parse_double(const char *option, const char *arg, double min, double 
     if (v < min || v > max)
         w2v_usage_error("%s: %g is out of range [%g, %g]", option, v, min, max);
     return v;
-}
-
-int w2v_threads(void)
-{
-    if (threads == 0) {
-        cpu_set_t set;
-        threads = sched_getaffinity(0, sizeof set, &set) == 0 ? CPU_COUNT(&set) : 1;
-        if (threads < 1) threads = 1;
-        w2v_set_threads(threads);
-    }
-    return threads;
-}
-
-void w2v_set_threads(int n)
-{
-    threads = n;
-    /* The library never calls BLAS inside its own parallel loops, so the two
-     * pools take turns and together use n cores. */
-    openblas_set_num_threads(n);
-    omp_set_num_threads(n);
 }
 
 /* ---- outputs ---- */

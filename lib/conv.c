@@ -7,7 +7,6 @@
  * from torch's [Cout, Cin/G, K] to [Cout, K, Cin/G] to match. */
 #include "ops.h"
 
-#include <cblas.h>
 #include <math.h>
 #include <string.h>
 
@@ -93,7 +92,7 @@ void conv1d_forward(float *out, const float *x, const float *w, const float *bia
     float beta = bias ? 1.0f : 0.0f;
     if (direct(s)) {
         for (int b = 0; b < s->B; b++)
-            cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, s->Tout, s->Cout, (int)row, 1.0f,
+            gemm(0, 1, s->Tout, s->Cout, (int)row, 1.0f,
                         x + (long)b * s->Tin * s->Cin, s->S * s->Cin, wr, (int)row, beta,
                         out + (long)b * s->Tout * s->Cout, s->Cout);
         return;
@@ -102,7 +101,7 @@ void conv1d_forward(float *out, const float *x, const float *w, const float *bia
         int nb = s->B - b0 < nbmax ? s->B - b0 : nbmax;
         for (int g = 0; g < s->G; g++) {
             im2col(col, x, b0, nb, g, s);
-            cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, nb * s->Tout, cgo, (int)row, 1.0f, col, (int)row,
+            gemm(0, 1, nb * s->Tout, cgo, (int)row, 1.0f, col, (int)row,
                         wr + (long)g * cgo * row, (int)row, beta, out + (long)b0 * s->Tout * s->Cout + (long)g * cgo,
                         s->Cout);
         }
@@ -130,10 +129,10 @@ void conv1d_backward(float *dx, float *dw, float *dbias, const float *dout, cons
         for (int b = 0; b < s->B; b++) {
             const float *xb = x + (long)b * s->Tin * s->Cin, *gb = dout + (long)b * s->Tout * s->Cout;
             if (dw)
-                cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, s->Cout, (int)row, s->Tout, 1.0f, gb, s->Cout,
+                gemm(1, 0, s->Cout, (int)row, s->Tout, 1.0f, gb, s->Cout,
                             xb, s->S * s->Cin, 1.0f, dwr, (int)row);
             if (dx)
-                cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, s->Tout, (int)row, s->Cout, 1.0f, gb, s->Cout,
+                gemm(0, 0, s->Tout, (int)row, s->Cout, 1.0f, gb, s->Cout,
                             wr, (int)row, 1.0f, dx + (long)b * s->Tin * s->Cin, s->S * s->Cin);
         }
     } else {
@@ -143,11 +142,11 @@ void conv1d_backward(float *dx, float *dw, float *dbias, const float *dout, cons
                 const float *gb = dout + (long)b0 * s->Tout * s->Cout + (long)g * cgo;
                 if (dw) {
                     im2col(col, x, b0, nb, g, s);
-                    cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, cgo, (int)row, nb * s->Tout, 1.0f, gb,
+                    gemm(1, 0, cgo, (int)row, nb * s->Tout, 1.0f, gb,
                                 s->Cout, col, (int)row, 1.0f, dwr + (long)g * cgo * row, (int)row);
                 }
                 if (dx) {
-                    cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, nb * s->Tout, (int)row, cgo, 1.0f, gb,
+                    gemm(0, 0, nb * s->Tout, (int)row, cgo, 1.0f, gb,
                                 s->Cout, wr + (long)g * cgo * row, (int)row, 0.0f, dcol, (int)row);
                     col2im(dx, dcol, b0, nb, g, s);
                 }

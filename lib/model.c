@@ -11,6 +11,7 @@
  */
 #include "w2v/model.h"
 #include "w2v/rng.h"
+#include "w2v/threads.h"
 #include "internal.h"
 #include "ops.h"
 
@@ -200,6 +201,7 @@ static long walk(w2v_model *m, views *v, float *block, int record)
 w2v_model *w2v_model_new(const w2v_config *c)
 {
     w2v_model *m = xcalloc(1, sizeof *m);
+    w2v_threads(); /* the thread policy holds before any compute */
     w2v_config_copy(&m->cfg, c);
     int L = c->num_hidden_layers;
     m->p.layer = xcalloc((size_t)L + 1, sizeof *m->p.layer);

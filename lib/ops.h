@@ -2,12 +2,17 @@
  * arrays in the manner of llm.c.  Activations are channels-last:
  * [batch, time, channels].  Every backward ACCUMULATES (+=) into the
  * gradients it is given (inputs and parameters); a NULL gradient pointer is
- * skipped.  Parallel loops use OpenMP; GEMMs go to OpenBLAS, never from
- * inside a parallel region, so the two pools take turns on the cores. */
+ * skipped.  Parallel loops use OpenMP; so do GEMMs (gemm.c), with OpenBLAS
+ * single-threaded inside: one pool of threads for everything. */
 #ifndef W2V_OPS_H
 #define W2V_OPS_H
 
 #include <stdint.h>
+
+/* ---- gemm.c: C = alpha op(A) op(B) + beta C, row-major (cblas_sgemm's
+ * arguments, transposes as 0/1), split over the library's threads ---- */
+void gemm(int ta, int tb, int M, int N, int K, float alpha, const float *A, int lda, const float *B, int ldb,
+          float beta, float *C, int ldc);
 
 /* ---- linear.c: out[N,O] = in[N,I] W[O,I]^T + b[O] ---- */
 void linear_forward(float *out, const float *in, const float *w, const float *b, int N, int nin, int nout);

@@ -11,6 +11,8 @@
 #include <stdio.h>
 #include <stdarg.h>
 
+#include "w2v/threads.h"
+
 /* Options every program accepts; the ids are above any single character. */
 enum { W2V_OPT_VERSION = 0x1000, W2V_OPT_PROGRESS, W2V_OPT_QUIET, W2V_OPT_THREADS };
 #define W2V_COMMON_LONGOPTS \
@@ -38,10 +40,6 @@ int w2v_quiet(void);
 long w2v_parse_long(const char *option, const char *arg, long min, long max);
 double w2v_parse_double(const char *option, const char *arg, double min, double max);
 
-/* Threads for OpenBLAS and the library's own loops (one policy for both):
- * --threads N, default the cores available to the process. */
-int w2v_threads(void);
-void w2v_set_threads(int n);
 
 /* Output file: path NULL or "-" means stdout.  A named file is written as
  * PATH.tmp.PID and renamed by w2v_output_close; on failure nothing is left.

@@ -1,0 +1,62 @@
+/* The one entry to BLAS.  OpenBLAS runs single-threaded inside the
+ * library's OpenMP threads: a large product is cut into one block of rows
+ * (or columns) per thread.  Two thread pools taking turns on the same cores
+ * spend their time spinning (measured: over half of a forward pass in
+ * libgomp's wait loop); one pool does not. */
+#include "ops.h"
+#include "w2v/threads.h"
+
+#include <cblas.h>
+#include <omp.h>
+#include <sched.h>
+
+static int threads;
+
+int w2v_threads(void)
+{
+    if (threads == 0) {
+        cpu_set_t set;
+        int n = sched_getaffinity(0, sizeof set, &set) == 0 ? CPU_COUNT(&set) : 1;
+        w2v_set_threads(n < 1 ? 1 : n);
+    }
+    return threads;
+}
+
+void w2v_set_threads(int n)
+{
+    threads = n;
+    openblas_set_num_threads(1);
+    omp_set_num_threads(n);
+}
+
+/* Below this many multiply-adds a product is not worth splitting. */
+#define SPLIT_MIN (1l << 18)
+
+static void gemm1(int ta, int tb, int M, int N, int K, float alpha, const float *A, int lda, const float *B, int ldb,
+                  float beta, float *C, int ldc)
+{
+    cblas_sgemm(CblasRowMajor, ta ? CblasTrans : CblasNoTrans, tb ? CblasTrans : CblasNoTrans, M, N, K, alpha, A, lda,
+                B, ldb, beta, C, ldc);
+}
+
+void gemm(int ta, int tb, int M, int N, int K, float alpha, const float *A, int lda, const float *B, int ldb,
+          float beta, float *C, int ldc)
+{
+    int nt = omp_in_parallel() ? 1 : w2v_threads();
+    if (nt <= 1 || (long)M * N * K < SPLIT_MIN) {
+        gemm1(ta, tb, M, N, K, alpha, A, lda, B, ldb, beta, C, ldc);
+        return;
+    }
+    int by_rows = M >= N;
+    int len = by_rows ? M : N, chunk = (len + nt - 1) / nt;
+    chunk = (chunk + 15) / 16 * 16; /* whole micro-kernel tiles */
+    #pragma omp parallel for num_threads(nt)
+    for (int t = 0; t < nt; t++) {
+        int s = t * chunk, n = len - s < chunk ? len - s : chunk;
+        if (n <= 0) continue;
+        if (by_rows)
+            gemm1(ta, tb, n, N, K, alpha, ta ? A + s : A + (long)s * lda, lda, B, ldb, beta, C + (long)s * ldc, ldc);
+        else
+            gemm1(ta, tb, M, n, K, alpha, A, lda, tb ? B + (long)s * ldb : B + s, ldb, beta, C + s, ldc);
+    }
+}
