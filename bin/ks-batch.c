@@ -182,19 +182,22 @@ typedef struct {
     long nbatches;
 } plan;
 
-static const item *sort_items;
-static int64_t sort_max;
-
 static int64_t effective_length(const item *it, int64_t max_length)
 {
     return max_length > 0 && it->length > max_length ? max_length : it->length;
 }
 
+typedef struct {
+    const item *items;
+    int64_t max_length;
+} length_order;
+
 /* by length, then by index: a total order, so qsort's instability is moot */
-static int by_length(const void *a, const void *b)
+static int by_length(const void *a, const void *b, void *ctx)
 {
+    const length_order *lo = ctx;
     long i = *(const long *)a, j = *(const long *)b;
-    int64_t li = effective_length(&sort_items[i], sort_max), lj = effective_length(&sort_items[j], sort_max);
+    int64_t li = effective_length(&lo->items[i], lo->max_length), lj = effective_length(&lo->items[j], lo->max_length);
     return li < lj ? -1 : li > lj ? 1 : (i > j) - (i < j);
 }
 
@@ -261,10 +264,9 @@ static void make_plan(plan *p, rng *r, const item *items, long n, const classes 
     if (o->sort) {
         /* Sorted runs are whole batches, so batches stay within a run. */
         long run = random ? 100 * o->batch_size : (n > 0 ? n : 1);
-        sort_items = items;
-        sort_max = o->max_length;
+        length_order lo = {items, o->max_length};
         for (long s = 0; s < n; s += run)
-            qsort(p->order + s, (size_t)(n - s < run ? n - s : run), sizeof *p->order, by_length);
+            qsort_r(p->order + s, (size_t)(n - s < run ? n - s : run), sizeof *p->order, by_length, &lo);
         if (random) shuffle_longs(r, p->start, p->nbatches);
     }
 }
