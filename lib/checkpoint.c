@@ -3,7 +3,7 @@
 #include "w2v/model.h"
 #include "w2v/safetensors.h"
 #include "internal.h"
-#include "fsutil.h"
+#include "w2v/fs.h"
 
 #include <errno.h>
 #include <jansson.h>
@@ -226,11 +226,11 @@ int w2v_model_save(const w2v_model *m, const char *dir, char *err, size_t errlen
     size_t n = strlen(dir) + 32;
     char *tmp = xmalloc(n);
     snprintf(tmp, n, "%s.tmp.%ld", dir, (long)getpid());
-    remove_tree(tmp);
-    int ret = make_dirs(tmp, err, errlen);
+    w2v_remove_tree(tmp);
+    int ret = w2v_make_dirs(tmp, err, errlen);
     if (ret == 0) ret = w2v_model_write_files(m, tmp, err, errlen);
-    if (ret == 0) ret = replace_dir(tmp, dir, err, errlen);
-    if (ret < 0) remove_tree(tmp);
+    if (ret == 0) ret = w2v_replace_dir(tmp, dir, err, errlen);
+    if (ret < 0) w2v_remove_tree(tmp);
     free(tmp);
     return ret;
 }

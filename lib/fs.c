@@ -1,6 +1,6 @@
 /* Atomic files and directories. */
 #define _XOPEN_SOURCE 700
-#include "fsutil.h"
+#include "w2v/fs.h"
 #include "internal.h"
 
 #include <errno.h>
@@ -10,7 +10,7 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
-int atomic_open(atomic_file *f, const char *path, char *err, size_t errlen)
+int w2v_atomic_open(w2v_atomic_file *f, const char *path, char *err, size_t errlen)
 {
     size_t n = strlen(path) + 32;
     f->path = xstrdup(path);
@@ -26,7 +26,7 @@ int atomic_open(atomic_file *f, const char *path, char *err, size_t errlen)
     return 0;
 }
 
-int atomic_commit(atomic_file *f, int ok, char *err, size_t errlen)
+int w2v_atomic_commit(w2v_atomic_file *f, int ok, char *err, size_t errlen)
 {
     int e = 0;
     if (!ok) e = errno ? errno : EIO;
@@ -43,12 +43,12 @@ int atomic_commit(atomic_file *f, int ok, char *err, size_t errlen)
     return e ? -1 : 0;
 }
 
-int atomic_write_text(const char *path, const char *text, char *err, size_t errlen)
+int w2v_atomic_write_text(const char *path, const char *text, char *err, size_t errlen)
 {
-    atomic_file f;
-    if (atomic_open(&f, path, err, errlen) < 0) return -1;
+    w2v_atomic_file f;
+    if (w2v_atomic_open(&f, path, err, errlen) < 0) return -1;
     size_t n = strlen(text);
-    return atomic_commit(&f, fwrite(text, 1, n, f.fp) == n, err, errlen);
+    return w2v_atomic_commit(&f, fwrite(text, 1, n, f.fp) == n, err, errlen);
 }
 
 static int rm_entry(const char *path, const struct stat *sb, int flag, struct FTW *ftw)
@@ -57,14 +57,14 @@ static int rm_entry(const char *path, const struct stat *sb, int flag, struct FT
     return remove(path);
 }
 
-int remove_tree(const char *path)
+int w2v_remove_tree(const char *path)
 {
     struct stat sb;
     if (lstat(path, &sb) != 0) return errno == ENOENT ? 0 : -1;
     return nftw(path, rm_entry, 16, FTW_DEPTH | FTW_PHYS);
 }
 
-int replace_dir(const char *src, const char *dst, char *err, size_t errlen)
+int w2v_replace_dir(const char *src, const char *dst, char *err, size_t errlen)
 {
     size_t n = strlen(dst) + 32;
     char *old = xmalloc(n);
@@ -83,12 +83,12 @@ int replace_dir(const char *src, const char *dst, char *err, size_t errlen)
         free(old);
         return -1;
     }
-    if (had) remove_tree(old);
+    if (had) w2v_remove_tree(old);
     free(old);
     return 0;
 }
 
-int make_dirs(const char *path, char *err, size_t errlen)
+int w2v_make_dirs(const char *path, char *err, size_t errlen)
 {
     char *p = xstrdup(path);
     for (char *s = p + 1; ; s++) {
