@@ -5,7 +5,7 @@
 #include "w2v/corpus.h"
 #include "w2v/digest.h"
 #include "w2v/download.h"
-#include "w2v/files.h"
+#include "w2v/fs.h"
 
 #include <dirent.h>
 #include <errno.h>

@@ -83,18 +83,9 @@ static void on_signal(int sig) { stop_requested = sig; }
 
 static void note_cb(const char *msg) { w2v_note("%s", msg); }
 
-static char *path_join(const char *a, const char *b)
-{
-    size_t n = strlen(a) + strlen(b) + 2;
-    char *p = malloc(n);
-    if (!p) w2v_die("out of memory");
-    snprintf(p, n, "%s/%s", a, b);
-    return p;
-}
-
 static void write_json(const char *dir, const char *name, json_t *o)
 {
-    char *path = path_join(dir, name), *tmp = path_join(dir, ".tmp.json");
+    char *path = w2v_path_join(dir, name), *tmp = w2v_path_join(dir, ".tmp.json");
     if (json_dump_file(o, tmp, JSON_INDENT(2) | JSON_SORT_KEYS | JSON_REAL_PRECISION(17)) != 0 || rename(tmp, path) != 0)
         w2v_die("%s: cannot write: %s", path, strerror(errno));
     free(path);
@@ -103,7 +94,7 @@ static void write_json(const char *dir, const char *name, json_t *o)
 
 static void write_metrics(const char *outdir, json_t *log)
 {
-    char *path = path_join(outdir, "metrics.jsonl"), *tmp = path_join(outdir, ".metrics.jsonl.tmp");
+    char *path = w2v_path_join(outdir, "metrics.jsonl"), *tmp = w2v_path_join(outdir, ".metrics.jsonl.tmp");
     FILE *fp = fopen(tmp, "w");
     if (!fp) w2v_die("%s: cannot write: %s", path, strerror(errno));
     size_t i;
@@ -207,8 +198,8 @@ static void rotate_checkpoints(const args *a, const state *s)
     for (int i = (int)a->save_total_limit; i < n; i++) {
         char name[64];
         snprintf(name, sizeof name, "checkpoint-%ld", steps[i]);
-        char *path = path_join(a->outdir, name);
-        if ((!s->best_checkpoint[0] || strcmp(path, s->best_checkpoint)) && w2v_remove_tree(path) != 0)
+        char *path = w2v_path_join(a->outdir, name);
+        if ((!s->best_checkpoint[0] || strcmp(path, s->best_checkpoint)) && w2v_remove_tree(path, NULL, 0) != 0)
             w2v_warn("%s: could not remove: %s", path, strerror(errno));
         free(path);
     }
@@ -218,10 +209,10 @@ static void save_checkpoint(w2v_model *m, w2v_optim *opt, const args *a, const s
 {
     char name[64], err[1024];
     snprintf(name, sizeof name, "checkpoint-%ld", s->step);
-    char *dir = path_join(a->outdir, name), *tmp = path_join(a->outdir, ".checkpoint.tmp");
-    if (w2v_remove_tree(tmp) != 0 || mkdir(tmp, 0777) != 0) w2v_die("%s: cannot create: %s", tmp, strerror(errno));
+    char *dir = w2v_path_join(a->outdir, name), *tmp = w2v_path_join(a->outdir, ".checkpoint.tmp");
+    if (w2v_remove_tree(tmp, NULL, 0) != 0 || mkdir(tmp, 0777) != 0) w2v_die("%s: cannot create: %s", tmp, strerror(errno));
     if (w2v_model_write_files(m, tmp, err, sizeof err) < 0) w2v_die("%s", err);
-    char *optp = path_join(tmp, "optimizer.safetensors");
+    char *optp = w2v_path_join(tmp, "optimizer.safetensors");
     if (w2v_optim_save(opt, m, optp, err, sizeof err) < 0) w2v_die("%s", err);
     free(optp);
     json_t *st = state_json(s, a, epoch);
@@ -239,7 +230,7 @@ static void save_checkpoint(w2v_model *m, w2v_optim *opt, const args *a, const s
 static void load_state(const char *ckpt, state *s, w2v_optim *opt, const w2v_model *m, const args *a)
 {
     char err[1024];
-    char *path = path_join(ckpt, "trainer_state.json");
+    char *path = w2v_path_join(ckpt, "trainer_state.json");
     json_error_t je;
     json_t *st = json_load_file(path, 0, &je);
     if (!st) w2v_die("%s: %s", path, je.text);
@@ -257,7 +248,7 @@ static void load_state(const char *ckpt, state *s, w2v_optim *opt, const w2v_mod
     if (!json_is_array(s->log)) s->log = json_array();
     json_decref(st);
     free(path);
-    path = path_join(ckpt, "optimizer.safetensors");
+    path = w2v_path_join(ckpt, "optimizer.safetensors");
     if (w2v_optim_load(opt, m, path, err, sizeof err) < 0) w2v_die("%s", err);
     if (w2v_optim_steps(opt) != s->step) w2v_die("%s: optimizer and trainer state disagree on the step", ckpt);
     free(path);
@@ -391,7 +382,7 @@ int main(int argc, char **argv)
     if (!r) w2v_die("%s", err);
     const w2v_header *h = w2v_reader_header(r);
     if (h->type != W2V_BATCHES) w2v_die("%s: an examples stream: batch it first (ks-batch)", w2v_input_name(a.input));
-    if (w2v_make_dirs(a.outdir, err, sizeof err) < 0) w2v_die("%s", err);
+    if (w2v_mkdirs(a.outdir, err, sizeof err) < 0) w2v_die("%s", err);
 
     w2v_model *m = load_model(a.resume ? a.resume : a.model, h);
     w2v_model_freeze_feature_encoder(m, a.freeze);
@@ -474,7 +465,7 @@ int main(int argc, char **argv)
                 s.best_metric = er.accuracy;
                 char name[64];
                 snprintf(name, sizeof name, "checkpoint-%ld", s.step);
-                char *p = path_join(a.outdir, name);
+                char *p = w2v_path_join(a.outdir, name);
                 snprintf(s.best_checkpoint, sizeof s.best_checkpoint, "%s", p);
                 free(p);
             }
@@ -490,7 +481,7 @@ int main(int argc, char **argv)
     if (stop_requested) {
         char name[64];
         snprintf(name, sizeof name, "checkpoint-%ld", s.step);
-        char *p = path_join(a.outdir, name);
+        char *p = w2v_path_join(a.outdir, name);
         struct stat sb;
         if (stat(p, &sb) != 0) save_checkpoint(m, opt, &a, &s, s.batches_per_epoch ? (double)s.batches / s.batches_per_epoch : 0);
         w2v_die("interrupted by signal %d at step %ld; continue with: w2v-train --resume %s -o %s [same options and stream]",
@@ -500,7 +491,7 @@ int main(int argc, char **argv)
 
     /* the final model at OUTDIR's top */
     if (a.load_best && s.best_checkpoint[0]) {
-        char *w = path_join(s.best_checkpoint, "model.safetensors");
+        char *w = w2v_path_join(s.best_checkpoint, "model.safetensors");
         if (w2v_model_load_weights(m, w, NULL, err, sizeof err) < 0) w2v_die("%s", err);
         free(w);
         w2v_note("final model: the best checkpoint, %s (eval accuracy %.4f)", s.best_checkpoint, s.best_metric);

@@ -1,6 +1,6 @@
 /* Reproducible tar.gz writing and safe unpacking with libarchive. */
 #include "w2v/archive.h"
-#include "w2v/files.h"
+#include "w2v/fs.h"
 #include "internal.h"
 
 #include <errno.h>

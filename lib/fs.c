@@ -1,10 +1,11 @@
-/* Atomic files and directories. */
+/* File-system helpers: atomic files and directories, joined paths, mkdir -p, rm -r. */
 #define _XOPEN_SOURCE 700
 #include "w2v/fs.h"
 #include "internal.h"
 
 #include <errno.h>
 #include <ftw.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
@@ -51,19 +52,6 @@ int w2v_atomic_write_text(const char *path, const char *text, char *err, size_t 
     return w2v_atomic_commit(&f, fwrite(text, 1, n, f.fp) == n, err, errlen);
 }
 
-static int rm_entry(const char *path, const struct stat *sb, int flag, struct FTW *ftw)
-{
-    (void)sb, (void)flag, (void)ftw;
-    return remove(path);
-}
-
-int w2v_remove_tree(const char *path)
-{
-    struct stat sb;
-    if (lstat(path, &sb) != 0) return errno == ENOENT ? 0 : -1;
-    return nftw(path, rm_entry, 16, FTW_DEPTH | FTW_PHYS);
-}
-
 int w2v_replace_dir(const char *src, const char *dst, char *err, size_t errlen)
 {
     size_t n = strlen(dst) + 32;
@@ -83,27 +71,65 @@ int w2v_replace_dir(const char *src, const char *dst, char *err, size_t errlen)
         free(old);
         return -1;
     }
-    if (had) w2v_remove_tree(old);
+    if (had) w2v_remove_tree(old, NULL, 0);
     free(old);
     return 0;
 }
 
-int w2v_make_dirs(const char *path, char *err, size_t errlen)
+char *w2v_path_join(const char *dir, const char *name)
+{
+    if (!dir || !*dir) return xstrdup(name);
+    size_t d = strlen(dir), n = strlen(name);
+    int slash = dir[d - 1] != '/';
+    char *p = xmalloc(d + slash + n + 1);
+    memcpy(p, dir, d);
+    if (slash) p[d] = '/';
+    memcpy(p + d + slash, name, n + 1);
+    return p;
+}
+
+int w2v_mkdirs(const char *path, char *err, size_t errlen)
 {
     char *p = xstrdup(path);
-    for (char *s = p + 1; ; s++) {
-        if (*s == '/' || !*s) {
-            char c = *s;
-            *s = 0;
-            if (mkdir(p, 0777) != 0 && errno != EEXIST) {
-                set_error(err, errlen, "%s: cannot create directory: %s", p, strerror(errno));
-                free(p);
-                return -1;
-            }
-            if (!c) break;
-            *s = c;
+    int ret = 0;
+    for (char *s = p + 1;; s++) {
+        if (*s && *s != '/') continue;
+        char c = *s;
+        *s = 0;
+        struct stat st;
+        if (mkdir(p, 0777) != 0 && !(errno == EEXIST && stat(p, &st) == 0 && S_ISDIR(st.st_mode))) {
+            ret = set_error(err, errlen, "%s: cannot create: %s", p,
+                            errno == EEXIST ? "not a directory" : strerror(errno));
+            break;
         }
+        *s = c;
+        if (!c) break;
     }
     free(p);
+    return ret;
+}
+
+static int remove_entry(const char *path, const struct stat *st, int flag, struct FTW *ftw)
+{
+    (void)st;
+    (void)ftw;
+    return (flag == FTW_DP ? rmdir(path) : unlink(path)) ? -1 : 0;
+}
+
+int w2v_remove_tree(const char *path, char *err, size_t errlen)
+{
+    struct stat st;
+    if (lstat(path, &st) != 0) {
+        if (errno == ENOENT) return 0;
+        return set_error(err, errlen, "%s: cannot remove: %s", path, strerror(errno));
+    }
+    int r = S_ISDIR(st.st_mode) ? nftw(path, remove_entry, 16, FTW_DEPTH | FTW_PHYS) : unlink(path);
+    if (r != 0) return set_error(err, errlen, "%s: cannot remove: %s", path, strerror(errno));
     return 0;
+}
+
+int w2v_exists(const char *path)
+{
+    struct stat st;
+    return lstat(path, &st) == 0;
 }
