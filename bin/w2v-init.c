@@ -28,6 +28,7 @@ static const char usage[] =
     "  --attention-mask yes|no   whether the feature extractor passes an attention mask\n"
     "                            (preprocessor_config.json return_attention_mask) [as the config]\n"
     "  --seed N                  initialisation seed [0]\n"
+    "  --quiet                   no summary on stderr\n"
     "  -h, --help                this text\n"
     "  --version                 print the version\n";
 
@@ -74,6 +75,7 @@ int main(int argc, char **argv)
         {"labels-from", required_argument, 0, OPT_LABELS_FROM},
         {"attention-mask", required_argument, 0, OPT_MASK},
         {"seed", required_argument, 0, OPT_SEED},
+        {"quiet", no_argument, 0, W2V_OPT_QUIET},
         {0, 0, 0, 0},
     };
     const char *output = NULL, *preset = NULL, *config = NULL, *labels_from = NULL;
@@ -155,8 +157,6 @@ int main(int argc, char **argv)
     w2v_model *m = w2v_model_new(&c);
     w2v_model_init_weights(m, (uint64_t)seed);
     if (w2v_model_save(m, output, err, sizeof err) < 0) w2v_die("%s", err);
-    long n;
-    w2v_model_params(m, &n);
     long count = 0;
     for (int i = 0; i < w2v_model_num_params(m); i++) count += w2v_model_param(m, i)->size;
     w2v_note("%s: %ld parameters, %d labels, %s encoder, hidden %d x %d layers", output, count, c.num_labels,

@@ -74,6 +74,8 @@ typedef struct {
     long batches;          /* batches consumed from the stream */
     long total_steps, batches_per_epoch;
     double best_metric;    /* eval accuracy; < 0 = none yet */
+    double window_loss;    /* losses summed since the last log, */
+    long window_batches;   /* so a resumed run logs what the whole one does */
     char best_checkpoint[4096];
     json_t *log;           /* log_history */
 } state;
@@ -160,14 +162,15 @@ static void evaluate(w2v_model *m, const char *path, eval_result *res)
 
 static json_t *state_json(const state *s, const args *a, double epoch)
 {
-    return json_pack("{s:I, s:I, s:f, s:I, s:I, s:o, s:o, s:I, s:I, s:I, s:I, s:b}", "global_step", (json_int_t)s->step,
+    return json_pack("{s:I, s:I, s:f, s:I, s:I, s:o, s:o, s:I, s:I, s:I, s:I, s:b, s:f, s:I}", "global_step", (json_int_t)s->step,
                      "batches_consumed", (json_int_t)s->batches, "epoch", epoch, "max_steps", (json_int_t)s->total_steps,
                      "batches_per_epoch", (json_int_t)s->batches_per_epoch,
                      "best_metric", s->best_metric >= 0 ? json_real(s->best_metric) : json_null(),
                      "best_model_checkpoint", s->best_checkpoint[0] ? json_string(s->best_checkpoint) : json_null(),
                      "seed", (json_int_t)a->seed, "logging_steps", (json_int_t)a->logging_steps,
                      "save_steps", (json_int_t)a->save_steps, "gradient_accumulation_steps", (json_int_t)a->ga,
-                     "is_world_process_zero", 1);
+                     "is_world_process_zero", 1, "window_loss", s->window_loss, "window_batches",
+                     (json_int_t)s->window_batches);
 }
 
 static int checkpoint_step(const char *name)
@@ -234,13 +237,17 @@ static void load_state(const char *ckpt, state *s, w2v_optim *opt, const w2v_mod
     json_error_t je;
     json_t *st = json_load_file(path, 0, &je);
     if (!st) w2v_die("%s: %s", path, je.text);
-    json_int_t step, batches, seed;
+    json_int_t step, batches, seed, wb = 0;
+    double wl = 0;
     json_t *best = json_object_get(st, "best_metric"), *bestc = json_object_get(st, "best_model_checkpoint");
-    if (json_unpack(st, "{s:I, s:I, s:I}", "global_step", &step, "batches_consumed", &batches, "seed", &seed) != 0)
+    if (json_unpack(st, "{s:I, s:I, s:I, s?F, s?I}", "global_step", &step, "batches_consumed", &batches, "seed", &seed,
+                    "window_loss", &wl, "window_batches", &wb) != 0)
         w2v_die("%s: not a w2v-train trainer state", path);
     if (seed != a->seed) w2v_die("%s: the run used --seed %lld; resume with the same seed", path, (long long)seed);
     s->step = (long)step;
     s->batches = (long)batches;
+    s->window_loss = wl;
+    s->window_batches = (long)wb;
     s->best_metric = json_is_number(best) ? json_number_value(best) : -1;
     snprintf(s->best_checkpoint, sizeof s->best_checkpoint, "%s", json_is_string(bestc) ? json_string_value(bestc) : "");
     json_decref(s->log);
@@ -416,8 +423,8 @@ int main(int argc, char **argv)
     const w2v_config *c = w2v_model_config(m);
     w2v_progress prog;
     w2v_progress_start(&prog, "training", (double)s.total_steps);
-    double window_loss = 0, t_window = w2v_now();
-    long window_batches = 0, window_clips = 0, micro = 0;
+    double t_window = w2v_now();
+    long window_clips = 0, micro = 0;
     float grad_norm = 0;
     double lr = 0;
     int ret = 1;
@@ -435,8 +442,8 @@ int main(int argc, char **argv)
         w2v_model_backward(m, 1.0f / (float)a.ga);
         s.batches++;
         micro++;
-        window_loss += loss;
-        window_batches++;
+        s.window_loss += loss;
+        s.window_batches++;
         window_clips += b.batch;
         int epoch_end = s.batches_per_epoch && s.batches % s.batches_per_epoch == 0;
         if (micro < a.ga && !epoch_end) continue;
@@ -447,11 +454,11 @@ int main(int argc, char **argv)
         if (s.step % a.logging_steps == 0 || s.step == s.total_steps || epoch_end) {
             double now = w2v_now();
             json_array_append_new(s.log, json_pack("{s:I, s:f, s:f, s:f, s:f, s:f}", "step", (json_int_t)s.step, "epoch",
-                                                   epoch, "loss", window_loss / window_batches, "learning_rate", lr,
+                                                   epoch, "loss", s.window_loss / s.window_batches, "learning_rate", lr,
                                                    "grad_norm", (double)grad_norm, "clips_per_s",
                                                    window_clips / (now - t_window > 0 ? now - t_window : 1e-9)));
             write_metrics(a.outdir, s.log);
-            window_loss = 0, window_batches = window_clips = 0, t_window = now;
+            s.window_loss = 0, s.window_batches = window_clips = 0, t_window = now;
         }
         if (epoch_end && a.eval) {
             eval_result er;
