@@ -6,7 +6,7 @@
 #include "w2v/model.h"
 #include "w2v/safetensors.h"
 #include "w2v/torchfile.h"
-#include "fsutil.h"
+#include "w2v/fs.h"
 
 #include <archive.h>
 #include <archive_entry.h>
@@ -59,7 +59,7 @@ static void test_tiny_model(void)
     if (!tf) return;
     char dir[sizeof tmpdir + 16];
     snprintf(dir, sizeof dir, "%s/tiny", tmpdir);
-    CHECK(make_dirs(dir, err, sizeof err) == 0, "%s", err);
+    CHECK(w2v_mkdirs(dir, err, sizeof err) == 0, "%s", err);
     static const char *const copied[] = {"config.json", "preprocessor_config.json"};
     for (int i = 0; i < 2; i++) {
         char src[4200];
@@ -70,7 +70,7 @@ static void test_tiny_model(void)
         size_t n = in ? fread(buf, 1, sizeof buf, in) : 0;
         if (in) fclose(in);
         buf[n < sizeof buf ? n : sizeof buf - 1] = 0;
-        CHECK(n > 0 && atomic_write_text(path, buf, err, sizeof err) == 0, "copy %s", src);
+        CHECK(n > 0 && w2v_atomic_write_text(path, buf, err, sizeof err) == 0, "copy %s", src);
     }
     snprintf(path, sizeof path, "%s/model.safetensors", dir);
     CHECK(w2v_torch_save_safetensors(tf, path, err, sizeof err) == 0, "%s", err);
@@ -246,6 +246,6 @@ int main(void)
     test_tiny_model();
     test_refused();
     test_mutations();
-    remove_tree(tmpdir);
+    w2v_remove_tree(tmpdir, NULL, 0);
     return unit_finish("test_torchfile");
 }
