@@ -141,7 +141,26 @@ void w2v_set_threads(int n)
 struct w2v_output {
     FILE *fp;
     char *path, *tmp;
+    w2v_output *next;
 };
+
+/* Outputs with a temporary file not yet renamed into place: a program that
+ * dies (w2v_die, exit) leaves none of them behind. */
+static w2v_output *pending;
+
+static void remove_pending(void)
+{
+    for (w2v_output *o = pending; o; o = o->next) unlink(o->tmp);
+}
+
+static void forget(w2v_output *o)
+{
+    for (w2v_output **p = &pending; *p; p = &(*p)->next)
+        if (*p == o) {
+            *p = o->next;
+            break;
+        }
+}
 
 void w2v_write_failed(const char *what)
 {
@@ -165,6 +184,10 @@ w2v_output *w2v_output_open(const char *path, int binary)
     snprintf(o->tmp, n, "%s.tmp.%ld", path, (long)getpid());
     o->fp = fopen(o->tmp, "wb");
     if (!o->fp) w2v_die("%s: cannot create: %s", path, strerror(errno));
+    static int registered;
+    if (!registered++) atexit(remove_pending);
+    o->next = pending;
+    pending = o;
     return o;
 }
 
@@ -173,6 +196,7 @@ FILE *w2v_output_file(w2v_output *o) { return o->fp; }
 void w2v_output_close(w2v_output *o)
 {
     const char *name = o->path ? o->path : "stdout";
+    forget(o);
     if (fflush(o->fp) != 0 || ferror(o->fp)) {
         int e = errno;
         if (o->tmp) unlink(o->tmp);
@@ -204,6 +228,7 @@ void w2v_output_close(w2v_output *o)
 void w2v_output_abort(w2v_output *o)
 {
     if (!o) return;
+    forget(o);
     if (o->tmp) {
         fclose(o->fp);
         unlink(o->tmp);
