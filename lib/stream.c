@@ -33,6 +33,19 @@ const msgpack_object *w2v_map_get(const msgpack_object *map, const char *key)
     return NULL;
 }
 
+/* Up to 16 bytes of a string from the input, for a message: bytes outside
+ * printable ASCII as \xNN, so damaged input cannot garble the terminal. */
+static const char *printable(const msgpack_object *o, char buf[static 68])
+{
+    char *q = buf;
+    for (uint32_t i = 0; i < o->via.str.size && i < 16; i++) {
+        unsigned char c = (unsigned char)o->via.str.ptr[i];
+        q += c >= 0x20 && c < 0x7f && c != '\\' ? sprintf(q, "%c", c) : sprintf(q, "\\x%02x", c);
+    }
+    *q = 0;
+    return buf;
+}
+
 int w2v_tensor_decode(const msgpack_object *o, w2v_tensor *t, char *err, size_t errlen)
 {
     if (!o || o->type != MSGPACK_OBJECT_MAP) return set_error(err, errlen, "not a tensor map");
@@ -44,8 +57,8 @@ int w2v_tensor_decode(const msgpack_object *o, w2v_tensor *t, char *err, size_t 
     int found = 0;
     for (size_t i = 0; i < sizeof dtypes / sizeof *dtypes; i++)
         if (str_eq(dt, dtypes[i].name)) { t->dtype = (w2v_dtype)i; found = 1; }
-    if (!found)
-        return set_error(err, errlen, "unknown dtype '%.*s'", (int)(dt->via.str.size > 16 ? 16 : dt->via.str.size), dt->via.str.ptr);
+    char shown[68];
+    if (!found) return set_error(err, errlen, "unknown dtype '%s'", printable(dt, shown));
     if (sh->via.array.size > W2V_MAX_DIMS) return set_error(err, errlen, "tensor has %u dimensions (at most %d)", sh->via.array.size, W2V_MAX_DIMS);
     t->ndim = (int)sh->via.array.size;
     uint64_t count = 1;

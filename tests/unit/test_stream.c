@@ -639,12 +639,13 @@ static void test_tensors(void)
 
     raw_tensor bad[] = {
         {"f16", 1, {2}, 4},                                        /* unknown dtype */
+        {"f\x01\xff\\", 1, {2}, 4},                                /* shown escaped */
         {"f32", 9, {1, 1, 1, 1, 1, 1, 1, 1, 1}, 4},               /* too many dimensions */
         {"u8", 2, {1ull << 40, 1ull << 40}, 0},                    /* product wraps to 0 in 64 bits */
         {"u8", 3, {1ull << 20, 1ull << 20, 1ull << 20}, 0},       /* 2^60 */
         {"u8", 1, {(1ull << 40) + 1}, 0},                          /* one dimension too large */
     };
-    const char *why[] = {"unknown dtype 'f16'", "9 dimensions", "too large", "too large", "shape[0] is not a dimension"};
+    const char *why[] = {"unknown dtype 'f16'", "unknown dtype 'f\\x01\\xff\\x5c'", "9 dimensions", "too large", "too large", "shape[0] is not a dimension"};
     for (size_t i = 0; i < sizeof bad / sizeof *bad; i++)
         CHECK(decode_packed(pack_raw, &bad[i], &t, err, sizeof err) == -1 && strstr(err, why[i]), "bad tensor %zu: '%s'", i, err);
     CHECK(w2v_tensor_decode(NULL, &t, err, sizeof err) == -1, "NULL is no tensor");
