@@ -9,13 +9,15 @@
 #include <string.h>
 
 static const char usage[] =
-    "ks-cat: print w2v streams as JSON lines (the header, then one line per record), check them,\n"
-    "        or take their head; several FILEs read as their concatenation\n"
+    "ks-cat: print w2v streams as JSON lines, check them, or take their head\n"
     "\n"
     "Usage: ks-cat [options] [FILE...]      (no FILE or '-' reads stdin)\n"
     " e.g.: ks-extract train.tsv | ks-cat | head\n"
     "       ks-cat --check train.stream\n"
     "       ks-extract train.tsv | ks-cat --head 64 | ks-batch -b 8 > sample.stream\n"
+    "\n"
+    "Prints the header, then one line per record.  Several FILEs read as their\n"
+    "concatenation: one header, which the others must agree with.\n"
     "\n"
     "Options:\n"
     "  --full           print tensor data in full: {\"dtype\", \"shape\", \"data\": [...]}\n"
@@ -54,7 +56,7 @@ static void print_tensor(FILE *out, const w2v_tensor *t, int full)
     fprintf(out, "{\"dtype\":\"%s\",\"shape\":[", w2v_dtype_name(t->dtype));
     for (int i = 0; i < t->ndim; i++) fprintf(out, "%s%" PRId64, i ? "," : "", t->shape[i]);
     fputc(']', out);
-    /* Values go through double: exact for every dtype but i64 beyond 2^53. */
+    /* Values as double (exact for every float dtype), integers as int64 too. */
     double *v = malloc((t->count ? t->count : 1) * sizeof *v);
     float *f = malloc((t->count ? t->count : 1) * sizeof *f);
     int64_t *n = malloc((t->count ? t->count : 1) * sizeof *n);
@@ -78,16 +80,28 @@ static void print_tensor(FILE *out, const w2v_tensor *t, int full)
         }
         fputc(']', out);
     } else if (t->count) {
-        double lo = v[0], hi = v[0], sum = 0;
+        /* min and max exact, integers as integers; a NaN anywhere makes min,
+         * max and mean NaN, wherever it sits */
+        double lo = INFINITY, hi = -INFINITY, sum = 0;
+        int64_t ilo = INT64_MAX, ihi = INT64_MIN;
         for (size_t i = 0; i < t->count; i++) {
-            lo = v[i] < lo ? v[i] : lo;
-            hi = v[i] > hi ? v[i] : hi;
+            if (integer) {
+                ilo = n[i] < ilo ? n[i] : ilo;
+                ihi = n[i] > ihi ? n[i] : ihi;
+            } else if (isnan(v[i]) || isnan(lo)) lo = hi = NAN;
+            else {
+                lo = v[i] < lo ? v[i] : lo;
+                hi = v[i] > hi ? v[i] : hi;
+            }
             sum += v[i];
         }
-        fputs(",\"min\":", out);
-        print_number(out, lo, digits);
-        fputs(",\"max\":", out);
-        print_number(out, hi, digits);
+        if (integer) fprintf(out, ",\"min\":%" PRId64 ",\"max\":%" PRId64, ilo, ihi);
+        else {
+            fputs(",\"min\":", out);
+            print_number(out, lo, digits);
+            fputs(",\"max\":", out);
+            print_number(out, hi, digits);
+        }
         fputs(",\"mean\":", out);
         print_number(out, sum / (double)t->count, digits);
     }
