@@ -17,11 +17,12 @@ ALL_CFLAGS = $(CFLAGS) $(WARN) -fopenmp -pthread $(DEPCFLAGS) $(CPPFLAGS)
 LDLIBS   = $(DEPLIBS) -fopenmp -pthread -lm
 
 # Debian packages: build, test (bats, python3 for round trips and the loopback
-# server), benchmark (python3-torch) and plots (gnuplot).
+# server, groff to check the man pages), benchmark (python3-torch) and plots
+# (gnuplot).
 DEBS := build-essential pkg-config libsndfile1-dev libsamplerate0-dev libmsgpack-dev \
         libopenblas-dev libcurl4-openssl-dev libarchive-dev libjansson-dev libssl-dev \
         libespeak-ng-dev bats bats-assert bats-support python3 python3-msgpack \
-        python3-numpy gnuplot-nox
+        python3-numpy groff-base gnuplot-nox
 BENCH_DEBS := python3-torch time
 
 # BUILD: where objects go (the sanitizer build uses its own).
