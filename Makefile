@@ -80,12 +80,12 @@ SAN_ENV   := ASAN_OPTIONS=halt_on_error=1:abort_on_error=1:detect_leaks=1:detect
              UBSAN_OPTIONS=halt_on_error=1:abort_on_error=1:print_stacktrace=1
 SAN_MAKE   = $(MAKE) BUILD=build-san CFLAGS="-O1 -g $(SAN_FLAGS)" LDFLAGS="$(SAN_FLAGS)" UNIT_ENV="$(SAN_ENV)"
 sanitize:
-	$(SAN_MAKE) unit
+	+$(SAN_MAKE) unit
 sanitize-%:
-	$(SAN_MAKE) unit-$*
+	+$(SAN_MAKE) unit-$*
 
 bats: $(PROGS)
-	PATH="$(CURDIR)/build/bin:$$PATH" bats tests/bats
+	PATH="$(CURDIR)/$(BUILD)/bin:$$PATH" bats tests/bats
 
 bench:
 	$(MAKE) deps EXTRA_DEBS="$(BENCH_DEBS)"

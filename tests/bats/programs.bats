@@ -92,6 +92,7 @@ man_ok() {
 @test "the section 5 pages render cleanly" {
     command -v groff > /dev/null || skip "no groff (make deps installs groff-base)"
     local page warnings
+    shopt -s nullglob
     for page in "$TOP"/man/man5/*.5; do
         warnings=$(LC_ALL=C groff -man -Tutf8 -ww -z "$page" 2>&1)
         [ -z "$warnings" ] || fail "${page##*/}: $warnings"
