@@ -2,6 +2,8 @@
 #   make            library and programs      make check    all tests
 #   make deps       Debian packages (apt-get) make bench    benchmarks beside PyTorch
 #   make demo       the embedded demo          make install  PREFIX=/usr/local
+#   make sanitize   unit tests under ASan and UBSan (in build-san/)
+#   make unit-NAME, make sanitize-NAME   one unit test, e.g. unit-test_stream
 VERSION  := 0.1.0
 PREFIX   ?= /usr/local
 CC       ?= cc
@@ -12,40 +14,46 @@ CPPFLAGS += -Iinclude -D_GNU_SOURCE -DW2V_VERSION='"$(VERSION)"'
 DEPCFLAGS = $(shell pkg-config --cflags $(PKGS) 2>/dev/null)
 DEPLIBS   = $(shell pkg-config --libs $(PKGS) 2>/dev/null)
 ALL_CFLAGS = $(CFLAGS) $(WARN) -fopenmp -pthread $(DEPCFLAGS) $(CPPFLAGS)
+# --as-needed: a program loads only the libraries it uses (no OpenBLAS
+# thread pool in ks-cat, no espeak-ng outside ks-synth).
+LDFLAGS  += -Wl,--as-needed
 LDLIBS   = $(DEPLIBS) -fopenmp -pthread -lm
 
 # Debian packages: build, test (bats, python3 for round trips and the loopback
-# server), benchmark (python3-torch) and plots (gnuplot).
+# server, groff to check the man pages), benchmark (python3-torch) and plots
+# (gnuplot).
 DEBS := build-essential pkg-config libsndfile1-dev libsamplerate0-dev libmsgpack-dev \
         libopenblas-dev libcurl4-openssl-dev libarchive-dev libjansson-dev libssl-dev \
         libespeak-ng-dev bats bats-assert bats-support python3 python3-msgpack \
-        python3-numpy gnuplot-nox
+        python3-numpy groff-base gnuplot-nox
 BENCH_DEBS := python3-torch time
 
+# BUILD: where objects go (the sanitizer build uses its own).
+BUILD    ?= build
 LIB_SRC  := $(sort $(wildcard lib/*.c))
-LIB_OBJ  := $(LIB_SRC:lib/%.c=build/lib/%.o)
+LIB_OBJ  := $(LIB_SRC:lib/%.c=$(BUILD)/lib/%.o)
 BIN_SRC  := $(sort $(wildcard bin/*.c))
-PROGS    := $(BIN_SRC:bin/%.c=build/bin/%)
+PROGS    := $(BIN_SRC:bin/%.c=$(BUILD)/bin/%)
 UNIT_SRC := $(sort $(wildcard tests/unit/*.c))
-UNITS    := $(UNIT_SRC:tests/unit/%.c=build/tests/%)
+UNITS    := $(UNIT_SRC:tests/unit/%.c=$(BUILD)/tests/%)
 HEADERS  := $(wildcard include/w2v/*.h) $(wildcard lib/*.h)
 MAN1     := $(wildcard man/man1/*.1)
 MAN5     := $(wildcard man/man5/*.5)
 
-.PHONY: all deps check unit bats bench demo install clean
+.PHONY: all deps check unit bats sanitize bench demo install clean
 .DELETE_ON_ERROR:
 
-all: build/libw2v.a $(PROGS) $(UNITS)
+all: $(BUILD)/libw2v.a $(PROGS) $(UNITS)
 
-build/lib/%.o: lib/%.c $(HEADERS) | build/lib
+$(BUILD)/lib/%.o: lib/%.c $(HEADERS) | $(BUILD)/lib
 	$(CC) $(ALL_CFLAGS) -c -o $@ $<
-build/libw2v.a: $(LIB_OBJ)
+$(BUILD)/libw2v.a: $(LIB_OBJ)
 	rm -f $@ && ar rcs $@ $^
-build/bin/%: bin/%.c build/libw2v.a $(HEADERS) | build/bin
-	$(CC) $(ALL_CFLAGS) -o $@ $< build/libw2v.a $(LDFLAGS) $(LDLIBS)
-build/tests/%: tests/unit/%.c tests/unit/unit.h build/libw2v.a $(HEADERS) | build/tests
-	$(CC) $(ALL_CFLAGS) -Ilib -o $@ $< build/libw2v.a $(LDFLAGS) $(LDLIBS)
-build/lib build/bin build/tests:
+$(BUILD)/bin/%: bin/%.c $(BUILD)/libw2v.a $(HEADERS) | $(BUILD)/bin
+	$(CC) $(ALL_CFLAGS) -o $@ $< $(BUILD)/libw2v.a $(LDFLAGS) $(LDLIBS)
+$(BUILD)/tests/%: tests/unit/%.c tests/unit/unit.h $(BUILD)/libw2v.a $(HEADERS) | $(BUILD)/tests
+	$(CC) $(ALL_CFLAGS) -Ilib -o $@ $< $(BUILD)/libw2v.a $(LDFLAGS) $(LDLIBS)
+$(BUILD)/lib $(BUILD)/bin $(BUILD)/tests:
 	mkdir -p $@
 
 # Installs what is missing; as a non-root user prints the command instead.
@@ -63,10 +71,24 @@ check: deps
 	$(MAKE) unit bats
 
 unit: $(UNITS)
-	@set -e; for t in $(UNITS); do echo "== $$t"; $$t; done
+	@set -e; for t in $(UNITS); do echo "== $$t"; $(UNIT_ENV) $$t; done
+unit-%: $(BUILD)/tests/%
+	$(UNIT_ENV) $<
+
+# The library and unit tests again with AddressSanitizer and UBSan; any
+# report aborts the test.  Leak checking needs no suppressions: OpenBLAS
+# (pthreads) and libgomp leave nothing behind.
+SAN_FLAGS := -fsanitize=address,undefined -fno-omit-frame-pointer -fno-sanitize-recover=all
+SAN_ENV   := ASAN_OPTIONS=halt_on_error=1:abort_on_error=1:detect_leaks=1:detect_stack_use_after_return=1:strict_string_checks=1 \
+             UBSAN_OPTIONS=halt_on_error=1:abort_on_error=1:print_stacktrace=1
+SAN_MAKE   = $(MAKE) BUILD=build-san CFLAGS="-O1 -g $(SAN_FLAGS)" LDFLAGS="$(SAN_FLAGS)" UNIT_ENV="$(SAN_ENV)"
+sanitize:
+	+$(SAN_MAKE) unit
+sanitize-%:
+	+$(SAN_MAKE) unit-$*
 
 bats: $(PROGS)
-	PATH="$(CURDIR)/build/bin:$$PATH" bats tests/bats
+	PATH="$(CURDIR)/$(BUILD)/bin:$$PATH" bats tests/bats
 
 bench:
 	$(MAKE) deps EXTRA_DEBS="$(BENCH_DEBS)"
@@ -89,4 +111,4 @@ install: all
 	  w2v.pc.in > $(DESTDIR)$(PREFIX)/lib/pkgconfig/w2v.pc
 
 clean:
-	rm -rf build
+	rm -rf build build-san

@@ -9,12 +9,15 @@
 #include <string.h>
 
 static const char usage[] =
-    "ks-cat: print w2v streams as JSON lines (one per map), check them, or take their head\n"
+    "ks-cat: print w2v streams as JSON lines, check them, or take their head\n"
     "\n"
     "Usage: ks-cat [options] [FILE...]      (no FILE or '-' reads stdin)\n"
     " e.g.: ks-extract train.tsv | ks-cat | head\n"
     "       ks-cat --check train.stream\n"
     "       ks-extract train.tsv | ks-cat --head 64 | ks-batch -b 8 > sample.stream\n"
+    "\n"
+    "Prints the header, then one line per record.  Several FILEs read as their\n"
+    "concatenation: one header, which the others must agree with.\n"
     "\n"
     "Options:\n"
     "  --full           print tensor data in full: {\"dtype\", \"shape\", \"data\": [...]}\n"
@@ -41,9 +44,10 @@ static void print_str(FILE *out, const char *s, size_t n)
     fputc('"', out);
 }
 
-static void print_number(FILE *out, double v)
+/* digits: 9 for float32 values, 17 for float64: enough to read back exactly */
+static void print_number(FILE *out, double v, int digits)
 {
-    if (isfinite(v)) fprintf(out, "%.9g", v);
+    if (isfinite(v)) fprintf(out, "%.*g", digits, v);
     else fputs(isnan(v) ? "\"nan\"" : v > 0 ? "\"inf\"" : "\"-inf\"", out);
 }
 
@@ -52,12 +56,13 @@ static void print_tensor(FILE *out, const w2v_tensor *t, int full)
     fprintf(out, "{\"dtype\":\"%s\",\"shape\":[", w2v_dtype_name(t->dtype));
     for (int i = 0; i < t->ndim; i++) fprintf(out, "%s%" PRId64, i ? "," : "", t->shape[i]);
     fputc(']', out);
-    /* Values go through double: exact for every dtype but i64 beyond 2^53. */
+    /* Values as double (exact for every float dtype), integers as int64 too. */
     double *v = malloc((t->count ? t->count : 1) * sizeof *v);
     float *f = malloc((t->count ? t->count : 1) * sizeof *f);
     int64_t *n = malloc((t->count ? t->count : 1) * sizeof *n);
     if (!v || !f || !n) w2v_die("out of memory");
     int integer = t->dtype == W2V_I64 || t->dtype == W2V_I32 || t->dtype == W2V_U8;
+    int digits = t->dtype == W2V_F64 ? 17 : 9;
     if (t->dtype == W2V_F64) memcpy(v, t->data, t->count * sizeof *v);
     else if (integer) {
         w2v_tensor_to_i64(t, n);
@@ -71,22 +76,34 @@ static void print_tensor(FILE *out, const w2v_tensor *t, int full)
         for (size_t i = 0; i < t->count; i++) {
             if (i) fputc(',', out);
             if (integer) fprintf(out, "%" PRId64, n[i]);
-            else print_number(out, v[i]);
+            else print_number(out, v[i], digits);
         }
         fputc(']', out);
     } else if (t->count) {
-        double lo = v[0], hi = v[0], sum = 0;
+        /* min and max exact, integers as integers; a NaN anywhere makes min,
+         * max and mean NaN, wherever it sits */
+        double lo = INFINITY, hi = -INFINITY, sum = 0;
+        int64_t ilo = INT64_MAX, ihi = INT64_MIN;
         for (size_t i = 0; i < t->count; i++) {
-            lo = v[i] < lo ? v[i] : lo;
-            hi = v[i] > hi ? v[i] : hi;
+            if (integer) {
+                ilo = n[i] < ilo ? n[i] : ilo;
+                ihi = n[i] > ihi ? n[i] : ihi;
+            } else if (isnan(v[i]) || isnan(lo)) lo = hi = NAN;
+            else {
+                lo = v[i] < lo ? v[i] : lo;
+                hi = v[i] > hi ? v[i] : hi;
+            }
             sum += v[i];
         }
-        fputs(",\"min\":", out);
-        print_number(out, lo);
-        fputs(",\"max\":", out);
-        print_number(out, hi);
+        if (integer) fprintf(out, ",\"min\":%" PRId64 ",\"max\":%" PRId64, ilo, ihi);
+        else {
+            fputs(",\"min\":", out);
+            print_number(out, lo, digits);
+            fputs(",\"max\":", out);
+            print_number(out, hi, digits);
+        }
         fputs(",\"mean\":", out);
-        print_number(out, sum / (double)t->count);
+        print_number(out, sum / (double)t->count, digits);
     }
     fputc('}', out);
     free(v);
@@ -102,8 +119,8 @@ static void print_object(FILE *out, const msgpack_object *o, int full)
     case MSGPACK_OBJECT_BOOLEAN: fputs(o->via.boolean ? "true" : "false", out); break;
     case MSGPACK_OBJECT_POSITIVE_INTEGER: fprintf(out, "%" PRIu64, o->via.u64); break;
     case MSGPACK_OBJECT_NEGATIVE_INTEGER: fprintf(out, "%" PRId64, o->via.i64); break;
-    case MSGPACK_OBJECT_FLOAT32:
-    case MSGPACK_OBJECT_FLOAT64: print_number(out, o->via.f64); break;
+    case MSGPACK_OBJECT_FLOAT32: print_number(out, o->via.f64, 9); break;
+    case MSGPACK_OBJECT_FLOAT64: print_number(out, o->via.f64, 17); break;
     case MSGPACK_OBJECT_STR: print_str(out, o->via.str.ptr, o->via.str.size); break;
     case MSGPACK_OBJECT_BIN: fprintf(out, "{\"bin\":%u}", o->via.bin.size); break;
     case MSGPACK_OBJECT_EXT: fprintf(out, "{\"ext\":%d,\"size\":%u}", o->via.ext.type, o->via.ext.size); break;
@@ -125,10 +142,7 @@ static void print_object(FILE *out, const msgpack_object *o, int full)
             const msgpack_object_kv *kv = &o->via.map.ptr[i];
             if (i) fputc(',', out);
             if (kv->key.type == MSGPACK_OBJECT_STR) print_object(out, &kv->key, full);
-            else {
-                /* JSON keys are strings: print other keys as their JSON text, quoted */
-                fputs("\"?\"", out);
-            }
+            else fputs("\"?\"", out); /* not a w2v map (keys are strings); JSON needs a string */
             fputc(':', out);
             print_object(out, &kv->val, full);
         }
@@ -181,33 +195,35 @@ int main(int argc, char **argv)
     FILE *fp = w2v_output_file(out);
     w2v_writer *w = head >= 0 ? w2v_writer_new(fp) : NULL;
     long written = 0, total = 0;
+    const char *out_name = output && strcmp(output, "-") ? output : "stdout";
     w2v_header first = {0};
     char err[512];
 
+    /* Several files read as their concatenation: one header, which the
+     * others must agree with, as w2v_reader_next demands inside a file. */
     for (int f = 0; f < nfiles; f++) {
         w2v_reader *r = w2v_reader_open(files[f], err, sizeof err);
         if (!r) w2v_die("%s", err);
         const w2v_header *h = w2v_reader_header(r);
-        if (f == 0) w2v_header_init(&first, h->type, h->nlabels, h->labels);
-        else if (h->type != first.type || h->nlabels != first.nlabels)
-            w2v_die("%s: header conflicts with that of %s", w2v_input_name(files[f]), w2v_input_name(files[0]));
-        else
-            for (int i = 0; i < h->nlabels; i++)
-                if (strcmp(h->labels[i], first.labels[i]))
-                    w2v_die("%s: labels differ from those of %s", w2v_input_name(files[f]), w2v_input_name(files[0]));
+        if (f == 0) {
+            w2v_header_init(&first, h->type, h->nlabels, h->labels);
+            first.sample_rate = h->sample_rate;
+            if (w && w2v_write_object(w, w2v_reader_object(r)) < 0) w2v_write_failed(out_name);
+            if (!check && !w) {
+                print_object(fp, w2v_reader_object(r), full);
+                fputc('\n', fp);
+            }
+        } else if (!w2v_header_compatible(h, &first))
+            w2v_die("%s: record 0 at byte 0: header conflicts with that of %s (type, sample_rate or labels differ)",
+                    w2v_input_name(files[f]), w2v_input_name(files[0]));
         long records = 0;
-        if (w && f == 0 && w2v_write_object(w, w2v_reader_object(r)) < 0) w2v_write_failed("stdout");
-        if (!check && !w) {
-            print_object(fp, w2v_reader_object(r), full);
-            fputc('\n', fp);
-        }
-        int ret;
+        int ret = 0;
         while ((head < 0 || written < head) && (ret = w2v_reader_next(r)) > 0) {
             records++;
             if (check) {
                 if (check_record(r) < 0) w2v_die("%s", w2v_reader_error(r));
             } else if (w) {
-                if (w2v_write_object(w, w2v_reader_object(r)) < 0) w2v_write_failed(output ? output : "stdout");
+                if (w2v_write_object(w, w2v_reader_object(r)) < 0) w2v_write_failed(out_name);
                 written++;
             } else {
                 print_object(fp, w2v_reader_object(r), full);

@@ -120,7 +120,26 @@ struct w2v_output {
     FILE *fp;
     w2v_atomic_file file; /* for named outputs */
     int named;
+    w2v_output *next;
 };
+
+/* Outputs with a temporary file not yet renamed into place: a program that
+ * dies (w2v_die, exit) leaves none of them behind. */
+static w2v_output *pending;
+
+static void remove_pending(void)
+{
+    for (w2v_output *o = pending; o; o = o->next) unlink(o->file.tmp);
+}
+
+static void forget(w2v_output *o)
+{
+    for (w2v_output **p = &pending; *p; p = &(*p)->next)
+        if (*p == o) {
+            *p = o->next;
+            break;
+        }
+}
 
 void w2v_write_failed(const char *what)
 {
@@ -142,6 +161,10 @@ w2v_output *w2v_output_open(const char *path, int binary)
     if (w2v_atomic_open(&o->file, path, err, sizeof err) < 0) w2v_die("%s", err);
     o->fp = o->file.fp;
     o->named = 1;
+    static int registered;
+    if (!registered++) atexit(remove_pending);
+    o->next = pending;
+    pending = o;
     return o;
 }
 
@@ -151,6 +174,7 @@ void w2v_output_close(w2v_output *o)
 {
     char err[512];
     if (o->named) {
+        forget(o);
         int ok = !ferror(o->fp);
         if (w2v_atomic_commit(&o->file, ok, err, sizeof err) < 0) w2v_die("%s", err);
     } else if (fflush(o->fp) != 0 || ferror(o->fp)) {
@@ -163,7 +187,10 @@ void w2v_output_close(w2v_output *o)
 void w2v_output_abort(w2v_output *o)
 {
     if (!o) return;
-    if (o->named) w2v_atomic_commit(&o->file, 0, NULL, 0);
+    if (o->named) {
+        forget(o);
+        w2v_atomic_commit(&o->file, 0, NULL, 0);
+    }
     free(o);
 }
 

@@ -8,26 +8,10 @@
 
 #include <cblas.h>
 #include <omp.h>
-#include <sched.h>
+#include <pthread.h>
 
-static int threads;
-
-int w2v_threads(void)
-{
-    if (threads == 0) {
-        cpu_set_t set;
-        int n = sched_getaffinity(0, sizeof set, &set) == 0 ? CPU_COUNT(&set) : 1;
-        w2v_set_threads(n < 1 ? 1 : n);
-    }
-    return threads;
-}
-
-void w2v_set_threads(int n)
-{
-    threads = n;
-    openblas_set_num_threads(1);
-    omp_set_num_threads(n);
-}
+/* OpenBLAS single-threaded, set once before the first product. */
+static void blas_single(void) { openblas_set_num_threads(1); }
 
 /* Below this many multiply-adds a product is not worth splitting. */
 #define SPLIT_MIN (1l << 18)
@@ -42,6 +26,8 @@ static void gemm1(int ta, int tb, int M, int N, int K, float alpha, const float 
 void gemm(int ta, int tb, int M, int N, int K, float alpha, const float *A, int lda, const float *B, int ldb,
           float beta, float *C, int ldc)
 {
+    static pthread_once_t once = PTHREAD_ONCE_INIT;
+    pthread_once(&once, blas_single);
     int nt = omp_in_parallel() ? 1 : w2v_threads();
     if (nt <= 1 || (long)M * N * K < SPLIT_MIN) {
         gemm1(ta, tb, M, N, K, alpha, A, lda, B, ldb, beta, C, ldc);

@@ -33,6 +33,19 @@ const msgpack_object *w2v_map_get(const msgpack_object *map, const char *key)
     return NULL;
 }
 
+/* Up to 16 bytes of a string from the input, for a message: bytes outside
+ * printable ASCII as \xNN, so damaged input cannot garble the terminal. */
+static const char *printable(const msgpack_object *o, char buf[static 68])
+{
+    char *q = buf;
+    for (uint32_t i = 0; i < o->via.str.size && i < 16; i++) {
+        unsigned char c = (unsigned char)o->via.str.ptr[i];
+        q += c >= 0x20 && c < 0x7f && c != '\\' ? sprintf(q, "%c", c) : sprintf(q, "\\x%02x", c);
+    }
+    *q = 0;
+    return buf;
+}
+
 int w2v_tensor_decode(const msgpack_object *o, w2v_tensor *t, char *err, size_t errlen)
 {
     if (!o || o->type != MSGPACK_OBJECT_MAP) return set_error(err, errlen, "not a tensor map");
@@ -44,8 +57,8 @@ int w2v_tensor_decode(const msgpack_object *o, w2v_tensor *t, char *err, size_t 
     int found = 0;
     for (size_t i = 0; i < sizeof dtypes / sizeof *dtypes; i++)
         if (str_eq(dt, dtypes[i].name)) { t->dtype = (w2v_dtype)i; found = 1; }
-    if (!found)
-        return set_error(err, errlen, "unknown dtype '%.*s'", (int)(dt->via.str.size > 16 ? 16 : dt->via.str.size), dt->via.str.ptr);
+    char shown[68];
+    if (!found) return set_error(err, errlen, "unknown dtype '%s'", printable(dt, shown));
     if (sh->via.array.size > W2V_MAX_DIMS) return set_error(err, errlen, "tensor has %u dimensions (at most %d)", sh->via.array.size, W2V_MAX_DIMS);
     t->ndim = (int)sh->via.array.size;
     uint64_t count = 1;
@@ -54,8 +67,9 @@ int w2v_tensor_decode(const msgpack_object *o, w2v_tensor *t, char *err, size_t 
         if (d->type != MSGPACK_OBJECT_POSITIVE_INTEGER || d->via.u64 > (1ull << 40))
             return set_error(err, errlen, "shape[%d] is not a dimension", i);
         t->shape[i] = (int64_t)d->via.u64;
+        /* checked before multiplying: two dimensions of 2^40 would wrap */
+        if (d->via.u64 && count > (1ull << 40) / d->via.u64) return set_error(err, errlen, "tensor too large");
         count *= d->via.u64;
-        if (count > (1ull << 40)) return set_error(err, errlen, "tensor too large");
     }
     t->count = (size_t)count;
     if ((uint64_t)da->via.bin.size != count * dtypes[t->dtype].size)
@@ -310,9 +324,9 @@ static int read_map(w2v_reader *r)
     }
 }
 
-static int labels_equal(const w2v_header *a, const w2v_header *b)
+int w2v_header_compatible(const w2v_header *a, const w2v_header *b)
 {
-    if (a->nlabels != b->nlabels) return 0;
+    if (a->type != b->type || a->sample_rate != b->sample_rate || a->nlabels != b->nlabels) return 0;
     for (int i = 0; i < a->nlabels; i++)
         if (strcmp(a->labels[i], b->labels[i])) return 0;
     return 1;
@@ -392,7 +406,7 @@ int w2v_reader_next(w2v_reader *r)
         w2v_header h;
         char why[256];
         if (header_decode(&r->obj, &h, why, sizeof why) < 0) return reader_error(r, "%s", why);
-        int same = h.type == r->header.type && h.sample_rate == r->header.sample_rate && labels_equal(&h, &r->header);
+        int same = w2v_header_compatible(&h, &r->header);
         w2v_header_free(&h);
         if (!same) return reader_error(r, "header conflicts with the first header (type, sample_rate or labels differ)");
     }
@@ -513,6 +527,12 @@ int w2v_reader_batch(w2v_reader *r, w2v_batch *b)
         if (check_label(r, r->ints[i]) < 0) return -1;
         if (r->ints[B + i] < 0 || r->ints[B + i] > T)
             return reader_error(r, "lengths[%" PRId64 "] = %" PRId64 " is outside [0, %" PRId64 "]", i, r->ints[B + i], T);
+        /* the mask is the lengths spelt out: 1s, then 0s for the padding */
+        const uint8_t *row = r->bytes + i * T;
+        for (int64_t t = 0; t < T; t++)
+            if (row[t] != (t < r->ints[B + i]))
+                return reader_error(r, "attention_mask[%" PRId64 "][%" PRId64 "] = %u disagrees with lengths[%" PRId64 "] = %" PRId64,
+                                    i, t, row[t], i, r->ints[B + i]);
     }
     const msgpack_object **ko = xmalloc((size_t)B * sizeof *ko);
     for (int64_t i = 0; i < B; i++) ko[i] = &keys->via.array.ptr[i];

@@ -45,6 +45,9 @@ typedef struct {
 } w2v_header;
 void w2v_header_init(w2v_header *h, w2v_stream_type type, int nlabels, char *const *labels);
 void w2v_header_free(w2v_header *h);
+/* 1 when two headers agree on type, sample_rate and labels (what a stream
+ * concatenated from both needs), else 0. */
+int w2v_header_compatible(const w2v_header *a, const w2v_header *b);
 /* Index of a label name, or -1. */
 int w2v_header_label(const w2v_header *h, const char *name);
 

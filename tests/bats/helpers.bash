@@ -11,3 +11,12 @@ setup() {
     T="$BATS_TEST_TMPDIR"
     cd "$T" || return 1
 }
+
+# The independent Python reader and writer of streams (see pystream.py).
+pystream() { "$PY" "$TOP/tests/bats/pystream.py" "$@"; }
+
+# Tests that compare with the golden reference data skip, saying so, where
+# the checkout has no ../shared beside it (a clean clone, as in CI).
+need_golden() {
+    [ -d "$SHARED/golden" ] || skip "no golden reference data at $SHARED/golden"
+}
