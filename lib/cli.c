@@ -35,12 +35,15 @@ static void vmessage(const char *fmt, va_list ap)
     fputc('\n', stderr);
 }
 
+static void remove_temporaries(void);
+
 void w2v_die(const char *fmt, ...)
 {
     va_list ap;
     va_start(ap, fmt);
     vmessage(fmt, ap);
     va_end(ap);
+    remove_temporaries();
     exit(1);
 }
 
@@ -51,6 +54,7 @@ void w2v_usage_error(const char *fmt, ...)
     vmessage(fmt, ap);
     va_end(ap);
     fprintf(stderr, "Try '%s --help' for more information.\n", prog);
+    remove_temporaries();
     exit(2);
 }
 
@@ -120,11 +124,32 @@ struct w2v_output {
     FILE *fp;
     atomic_file file; /* for named outputs */
     int named;
+    w2v_output *next; /* named outputs still open */
 };
+
+/* A program that dies leaves none of its outputs behind, not even in part. */
+static w2v_output *open_outputs;
+
+static void forget_output(w2v_output *o)
+{
+    for (w2v_output **p = &open_outputs; *p; p = &(*p)->next)
+        if (*p == o) {
+            *p = o->next;
+            return;
+        }
+}
+
+static void remove_temporaries(void)
+{
+    for (w2v_output *o = open_outputs; o; o = o->next) unlink(o->file.tmp);
+}
 
 void w2v_write_failed(const char *what)
 {
-    if (errno == EPIPE) exit(141); /* reader went away: quiet, like SIGPIPE */
+    if (errno == EPIPE) { /* reader went away: quiet, like SIGPIPE */
+        remove_temporaries();
+        exit(141);
+    }
     w2v_die("%s: write failed: %s", what, strerror(errno));
 }
 
@@ -142,6 +167,8 @@ w2v_output *w2v_output_open(const char *path, int binary)
     if (atomic_open(&o->file, path, err, sizeof err) < 0) w2v_die("%s", err);
     o->fp = o->file.fp;
     o->named = 1;
+    o->next = open_outputs;
+    open_outputs = o;
     return o;
 }
 
@@ -150,6 +177,7 @@ FILE *w2v_output_file(w2v_output *o) { return o->fp; }
 void w2v_output_close(w2v_output *o)
 {
     char err[512];
+    forget_output(o);
     if (o->named) {
         int ok = !ferror(o->fp);
         if (atomic_commit(&o->file, ok, err, sizeof err) < 0) w2v_die("%s", err);
@@ -163,6 +191,7 @@ void w2v_output_close(w2v_output *o)
 void w2v_output_abort(w2v_output *o)
 {
     if (!o) return;
+    forget_output(o);
     if (o->named) atomic_commit(&o->file, 0, NULL, 0);
     free(o);
 }
