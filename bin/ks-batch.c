@@ -1,6 +1,7 @@
 /* ks-batch: an examples stream to a batches stream: shuffled, padded,
  * batched, for one or more epochs, reading records on demand. */
 #include "w2v/cli.h"
+#include "w2v/rng.h"
 #include "w2v/stream.h"
 
 #include <errno.h>
@@ -51,56 +52,6 @@ typedef struct {
     uint64_t seed;
     int shuffle, balance, sort, drop_last, crop_random;
 } options;
-
-/* ---- random numbers: xoshiro256** seeded through splitmix64 ---- */
-
-typedef struct { uint64_t s[4]; } rng;
-
-static uint64_t splitmix64(uint64_t *x)
-{
-    uint64_t z = (*x += 0x9e3779b97f4a7c15ull);
-    z = (z ^ (z >> 30)) * 0xbf58476d1ce4e5b9ull;
-    z = (z ^ (z >> 27)) * 0x94d049bb133111ebull;
-    return z ^ (z >> 31);
-}
-
-/* One independent sequence per (seed, epoch). */
-static void rng_seed(rng *r, uint64_t seed, uint64_t epoch)
-{
-    uint64_t x = seed ^ splitmix64(&epoch);
-    for (int i = 0; i < 4; i++) r->s[i] = splitmix64(&x);
-}
-
-static uint64_t rotl(uint64_t x, int k) { return (x << k) | (x >> (64 - k)); }
-
-static uint64_t rng_next(rng *r)
-{
-    uint64_t *s = r->s, out = rotl(s[1] * 5, 7) * 9, t = s[1] << 17;
-    s[2] ^= s[0];
-    s[3] ^= s[1];
-    s[1] ^= s[2];
-    s[0] ^= s[3];
-    s[2] ^= t;
-    s[3] = rotl(s[3], 45);
-    return out;
-}
-
-/* Uniform in [0, n), without modulo bias. */
-static uint64_t rng_below(rng *r, uint64_t n)
-{
-    uint64_t limit = -n % n, x;
-    while ((x = rng_next(r)) < limit) {}
-    return x % n;
-}
-
-static void shuffle_longs(rng *r, long *a, long n)
-{
-    for (long i = n - 1; i > 0; i--) {
-        long j = (long)rng_below(r, (uint64_t)i + 1), t = a[i];
-        a[i] = a[j];
-        a[j] = t;
-    }
-}
 
 /* ---- the index of the input: where each record is, its label and length ---- */
 
@@ -246,17 +197,17 @@ static classes group_classes(const item *items, long n, int nlabels)
     return c;
 }
 
-static void make_plan(plan *p, rng *r, const item *items, long n, const classes *cls, const options *o)
+static void make_plan(plan *p, w2v_rng *r, const item *items, long n, const classes *cls, const options *o)
 {
     p->n = n;
     if (o->balance) {
         for (long i = 0; i < n; i++) {
-            long c = (long)rng_below(r, (uint64_t)cls->nclasses);
-            p->order[i] = cls->members[c][rng_below(r, (uint64_t)cls->size[c])];
+            long c = (long)w2v_rng_below(r, (uint64_t)cls->nclasses);
+            p->order[i] = cls->members[c][w2v_rng_below(r, (uint64_t)cls->size[c])];
         }
     } else {
         for (long i = 0; i < n; i++) p->order[i] = i;
-        if (o->shuffle) shuffle_longs(r, p->order, n);
+        if (o->shuffle) w2v_rng_shuffle(r, p->order, n);
     }
     int random = o->shuffle || o->balance;
     p->nbatches = batch_count(n, o);
@@ -267,7 +218,7 @@ static void make_plan(plan *p, rng *r, const item *items, long n, const classes 
         length_order lo = {items, o->max_length};
         for (long s = 0; s < n; s += run)
             qsort_r(p->order + s, (size_t)(n - s < run ? n - s : run), sizeof *p->order, by_length, &lo);
-        if (random) shuffle_longs(r, p->start, p->nbatches);
+        if (random) w2v_rng_shuffle(r, p->start, p->nbatches);
     }
 }
 
@@ -279,7 +230,7 @@ typedef struct {
     size_t cap_values;
 } batch_buf;
 
-static void fill_batch(batch_buf *bb, w2v_reader *r, const item *items, const plan *p, long bi, rng *rnd,
+static void fill_batch(batch_buf *bb, w2v_reader *r, const item *items, const plan *p, long bi, w2v_rng *rnd,
                        const options *o, int64_t *next_offset)
 {
     w2v_batch *b = &bb->b;
@@ -325,7 +276,7 @@ static void fill_batch(batch_buf *bb, w2v_reader *r, const item *items, const pl
         if (len > T)
             w2v_die("%s: %" PRId64 " samples do not fit --pad-to %ld (add --max-length %ld)", ex.key, len,
                     o->pad_to, o->pad_to);
-        if (o->crop_random && ex.length > len) first = (int64_t)rng_below(rnd, (uint64_t)(ex.length - len + 1));
+        if (o->crop_random && ex.length > len) first = (int64_t)w2v_rng_below(rnd, (uint64_t)(ex.length - len + 1));
         memcpy(b->input_values + i * T, ex.input_values + first, (size_t)len * sizeof(float));
         memset(b->attention_mask + i * T, 1, (size_t)len);
         b->lengths[i] = len;
@@ -411,8 +362,9 @@ int main(int argc, char **argv)
     int64_t next_offset = -1;
     long written = 0;
     for (long e = 0; e < o.epochs; e++) {
-        rng rnd;
-        rng_seed(&rnd, o.seed, (uint64_t)e);
+        w2v_rng rnd;
+        /* one independent sequence per (seed, epoch) */
+        w2v_rng_seed(&rnd, w2v_hash((uint64_t)o.seed, (uint64_t)e));
         make_plan(&p, &rnd, items, n, &cls, &o);
         for (long bi = 0; bi < p.nbatches; bi++) {
             fill_batch(&bb, r, items, &p, bi, &rnd, &o, &next_offset);

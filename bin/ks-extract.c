@@ -2,6 +2,7 @@
  * (normalised) mono waveforms, decoded in parallel, in manifest order. */
 #include "w2v/audio.h"
 #include "w2v/cli.h"
+#include "w2v/corpus.h"
 #include "w2v/stream.h"
 
 #include <errno.h>
@@ -46,9 +47,6 @@ static const char usage[] =
 
 enum { OPT_LABELS = 1, OPT_RATE, OPT_CONVERTER, OPT_MAX_LENGTH, OPT_SLICE, OPT_NO_NORMALIZE, OPT_STRICT };
 
-static const char *const ks_labels[] = {"yes", "no",   "up",  "down", "left",      "right",
-                                        "on",  "off",  "stop", "go",  "_silence_", "_unknown_"};
-#define KS_NLABELS ((int)(sizeof ks_labels / sizeof *ks_labels))
 
 typedef struct {
     int rate, converter, normalize;
@@ -158,12 +156,12 @@ static char **assign_labels(entry *e, long n, const char *manifest, char **given
             seen = realloc(seen, (size_t)(nseen + 1) * sizeof *seen);
             if (!seen) w2v_die("out of memory");
             seen[nseen++] = e[i].label_name;
-            all_ks &= find_label((char **)ks_labels, KS_NLABELS, e[i].label_name) >= 0;
+            all_ks &= find_label((char **)w2v_ks_labels, W2V_KS_NLABELS, e[i].label_name) >= 0;
         }
         if (all_ks) {
             free(seen);
-            names = (char **)ks_labels;
-            nnames = KS_NLABELS;
+            names = (char **)w2v_ks_labels;
+            nnames = W2V_KS_NLABELS;
         } else {
             qsort(seen, (size_t)nseen, sizeof *seen, cmp_str);
             names = seen;
@@ -389,7 +387,7 @@ int main(int argc, char **argv)
         free(e[i].file);
         free(e[i].label_name);
     }
-    if (labels != given && labels != (char **)ks_labels) free(labels);
+    if (labels != given && labels != (char **)w2v_ks_labels) free(labels);
     if (given) free(given[0]), free(given);
     free(e);
     free(p.ring);

@@ -3,7 +3,7 @@
 #include "w2v/model.h"
 #include "w2v/safetensors.h"
 #include "internal.h"
-#include "fsutil.h"
+#include "w2v/fs.h"
 
 #include <errno.h>
 #include <jansson.h>
@@ -91,20 +91,6 @@ static int load_file(w2v_model *m, const char *path, unsigned char *loaded, int 
     return 0;
 }
 
-static char *join(const char *dir, const char *name)
-{
-    size_t n = strlen(dir) + strlen(name) + 2;
-    char *p = xmalloc(n);
-    snprintf(p, n, "%s/%s", dir, name);
-    return p;
-}
-
-static int exists(const char *path)
-{
-    struct stat sb;
-    return stat(path, &sb) == 0;
-}
-
 /* Loads every file an index names (each once). */
 static int load_index(w2v_model *m, const char *index, unsigned char *loaded, int *skipped, w2v_note_fn note,
                       char *err, size_t errlen)
@@ -131,7 +117,7 @@ static int load_index(w2v_model *m, const char *index, unsigned char *loaded, in
         }
         if (json_object_get(done, file)) continue;
         json_object_set_new(done, file, json_true());
-        char *path = join(dir, file);
+        char *path = w2v_path_join(dir, file);
         ret = load_file(m, path, loaded, skipped, note, err, errlen);
         free(path);
         if (ret < 0) break;
@@ -181,12 +167,12 @@ w2v_model *w2v_model_load_labels(const char *dir, int nlabels, char *const *labe
     if (labels) w2v_config_set_labels(&c, nlabels, labels);
     w2v_model *m = w2v_model_new(&c);
     w2v_config_free(&c);
-    char *st = join(dir, "model.safetensors"), *index = join(dir, "model.safetensors.index.json"),
-         *bin = join(dir, "pytorch_model.bin");
+    char *st = w2v_path_join(dir, "model.safetensors"), *index = w2v_path_join(dir, "model.safetensors.index.json"),
+         *bin = w2v_path_join(dir, "pytorch_model.bin");
     int ret;
-    if (exists(st)) ret = w2v_model_load_weights(m, st, note, err, errlen);
-    else if (exists(index)) ret = w2v_model_load_weights(m, index, note, err, errlen);
-    else if (exists(bin))
+    if (w2v_exists(st)) ret = w2v_model_load_weights(m, st, note, err, errlen);
+    else if (w2v_exists(index)) ret = w2v_model_load_weights(m, index, note, err, errlen);
+    else if (w2v_exists(bin))
         ret = set_error(err, errlen, "%s: has only pytorch_model.bin: convert it first (w2v-convert %s)", dir, dir);
     else ret = set_error(err, errlen, "%s: no model.safetensors", dir);
     free(st);
@@ -214,7 +200,7 @@ int w2v_model_write_files(const w2v_model *m, const char *dir, char *err, size_t
         const w2v_param *p = w2v_model_param(m, i);
         w2v_st_add(w, p->name, W2V_ST_F32, p->ndim, p->shape, block + p->offset);
     }
-    char *path = join(dir, "model.safetensors");
+    char *path = w2v_path_join(dir, "model.safetensors");
     int ret = w2v_st_write(w, path, err, errlen);
     free(path);
     w2v_st_writer_free(w);
@@ -226,11 +212,11 @@ int w2v_model_save(const w2v_model *m, const char *dir, char *err, size_t errlen
     size_t n = strlen(dir) + 32;
     char *tmp = xmalloc(n);
     snprintf(tmp, n, "%s.tmp.%ld", dir, (long)getpid());
-    remove_tree(tmp);
-    int ret = make_dirs(tmp, err, errlen);
+    w2v_remove_tree(tmp, NULL, 0);
+    int ret = w2v_mkdirs(tmp, err, errlen);
     if (ret == 0) ret = w2v_model_write_files(m, tmp, err, errlen);
-    if (ret == 0) ret = replace_dir(tmp, dir, err, errlen);
-    if (ret < 0) remove_tree(tmp);
+    if (ret == 0) ret = w2v_replace_dir(tmp, dir, err, errlen);
+    if (ret < 0) w2v_remove_tree(tmp, NULL, 0);
     free(tmp);
     return ret;
 }

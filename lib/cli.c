@@ -1,7 +1,7 @@
 /* Shared command-line conventions: messages, options, outputs, progress. */
 #include "w2v/cli.h"
 #include "internal.h"
-#include "fsutil.h"
+#include "w2v/fs.h"
 
 #include <errno.h>
 #include <limits.h>
@@ -122,7 +122,7 @@ double w2v_parse_double(const char *option, const char *arg, double min, double 
 
 struct w2v_output {
     FILE *fp;
-    atomic_file file; /* for named outputs */
+    w2v_atomic_file file; /* for named outputs */
     int named;
     w2v_output *next; /* named outputs still open */
 };
@@ -164,7 +164,7 @@ w2v_output *w2v_output_open(const char *path, int binary)
         o->fp = stdout;
         return o;
     }
-    if (atomic_open(&o->file, path, err, sizeof err) < 0) w2v_die("%s", err);
+    if (w2v_atomic_open(&o->file, path, err, sizeof err) < 0) w2v_die("%s", err);
     o->fp = o->file.fp;
     o->named = 1;
     o->next = open_outputs;
@@ -180,7 +180,7 @@ void w2v_output_close(w2v_output *o)
     forget_output(o);
     if (o->named) {
         int ok = !ferror(o->fp);
-        if (atomic_commit(&o->file, ok, err, sizeof err) < 0) w2v_die("%s", err);
+        if (w2v_atomic_commit(&o->file, ok, err, sizeof err) < 0) w2v_die("%s", err);
     } else if (fflush(o->fp) != 0 || ferror(o->fp)) {
         if (!errno) errno = EIO;
         w2v_write_failed("stdout");
@@ -192,7 +192,7 @@ void w2v_output_abort(w2v_output *o)
 {
     if (!o) return;
     forget_output(o);
-    if (o->named) atomic_commit(&o->file, 0, NULL, 0);
+    if (o->named) w2v_atomic_commit(&o->file, 0, NULL, 0);
     free(o);
 }
 

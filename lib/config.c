@@ -1,7 +1,7 @@
 /* Wav2Vec2 configuration: config.json and preprocessor_config.json. */
 #include "w2v/config.h"
 #include "internal.h"
-#include "fsutil.h"
+#include "w2v/fs.h"
 
 #include <jansson.h>
 #include <math.h>
@@ -87,6 +87,8 @@ long w2v_config_min_samples(const w2v_config *c)
     for (int i = c->num_conv_layers - 1; i >= 0; i--) n = (n - 1) * c->conv_stride[i] + c->conv_kernel[i];
     return n;
 }
+
+static json_t *to_json(const w2v_config *c);
 
 /* ---- reading ---- */
 
@@ -361,6 +363,30 @@ int w2v_config_preset(w2v_config *c, const char *name, char *err, size_t errlen)
     return ret;
 }
 
+int w2v_config_update(w2v_config *c, const char *json_object, char *err, size_t errlen)
+{
+    json_error_t je;
+    json_t *v = json_loads(json_object, 0, &je);
+    if (!json_is_object(v)) {
+        json_decref(v);
+        return set_error(err, errlen, "not a JSON object: %s", json_object);
+    }
+    if (json_object_get(v, "id2label") || json_object_get(v, "label2id")) {
+        json_decref(v);
+        return set_error(err, errlen, "labels are set with --labels, not in the config");
+    }
+    json_t *cfg = to_json(c);
+    json_object_update(cfg, v);
+    json_decref(v);
+    /* HF derives this one from conv_dim */
+    json_object_set_new(cfg, "num_feat_extract_layers", json_integer((json_int_t)json_array_size(json_object_get(cfg, "conv_dim"))));
+    w2v_config n;
+    if (parse_objects(&n, cfg, json_deep_copy(c->preprocessor_json), err, errlen) < 0) return -1;
+    w2v_config_free(c);
+    *c = n;
+    return 0;
+}
+
 void w2v_config_set_labels(w2v_config *c, int n, char *const *labels)
 {
     for (int i = 0; i < c->num_labels; i++) free(c->labels[i]);
@@ -436,7 +462,7 @@ static int save_json(json_t *o, const char *dir, const char *name, char *err, si
     text = xrealloc(text, len + 2);
     text[len] = '\n';
     text[len + 1] = 0;
-    int ret = atomic_write_text(path, text, err, errlen);
+    int ret = w2v_atomic_write_text(path, text, err, errlen);
     free(text);
     free(path);
     return ret;

@@ -2,7 +2,7 @@
  * each tensor's dtype, shape and byte range, then the raw data. */
 #include "w2v/safetensors.h"
 #include "internal.h"
-#include "fsutil.h"
+#include "w2v/fs.h"
 
 #include <errno.h>
 #include <fcntl.h>
@@ -317,8 +317,8 @@ int w2v_st_write(w2v_st_writer *w, const char *path, char *err, size_t errlen)
     char *header = json_dumps(root, JSON_COMPACT | JSON_PRESERVE_ORDER);
     json_decref(root);
     size_t hlen = strlen(header), padded = (hlen + 7) / 8 * 8;
-    atomic_file f;
-    if (atomic_open(&f, path, err, errlen) < 0) {
+    w2v_atomic_file f;
+    if (w2v_atomic_open(&f, path, err, errlen) < 0) {
         free(header);
         return -1;
     }
@@ -328,5 +328,5 @@ int w2v_st_write(w2v_st_writer *w, const char *path, char *err, size_t errlen)
     for (int i = 0; ok && i < w->n; i++)
         ok = w->e[i].nbytes == 0 || fwrite(w->e[i].data, 1, w->e[i].nbytes, f.fp) == w->e[i].nbytes;
     free(header);
-    return atomic_commit(&f, ok, err, errlen);
+    return w2v_atomic_commit(&f, ok, err, errlen);
 }

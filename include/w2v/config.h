@@ -50,6 +50,9 @@ int w2v_config_parse(w2v_config *c, const char *config_json, const char *preproc
 /* A preset: "base" (facebook/wav2vec2-base, exactly), "small" (what the demo
  * trains from scratch), "tiny" (tests). */
 int w2v_config_preset(w2v_config *c, const char *name, char *err, size_t errlen);
+/* Sets config.json keys from a JSON object text (e.g. {"hidden_size": 128})
+ * and checks the result; on error c is unchanged. */
+int w2v_config_update(w2v_config *c, const char *json_object, char *err, size_t errlen);
 /* Replaces the labels (id2label/label2id). */
 void w2v_config_set_labels(w2v_config *c, int n, char *const *labels);
 /* Writes DIR/config.json and DIR/preprocessor_config.json atomically. */

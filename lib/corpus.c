@@ -1,0 +1,108 @@
+/* Speech Commands conventions: SUPERB's labels and TensorFlow's partition
+ * rule. */
+#include "w2v/corpus.h"
+
+#include "internal.h"
+
+#include <stdlib.h>
+#include <string.h>
+#include <openssl/sha.h>
+
+const char *const w2v_ks_labels[W2V_KS_NLABELS] = {
+    "yes", "no", "up", "down", "left", "right", "on", "off", "stop", "go",
+    "_silence_", "_unknown_",
+};
+
+const char *w2v_ks_label(const char *folder, const char *const *keywords, int nkeywords)
+{
+    if (!keywords) {
+        keywords = w2v_ks_labels;
+        nkeywords = W2V_KS_NKEYWORDS;
+    }
+    for (int i = 0; i < nkeywords; i++)
+        if (!strcmp(folder, keywords[i])) return keywords[i];
+    if (!strcmp(folder, "_background_noise_") || !strcmp(folder, "_silence_"))
+        return w2v_ks_labels[W2V_KS_NKEYWORDS];
+    return w2v_ks_labels[W2V_KS_NKEYWORDS + 1];
+}
+
+int w2v_ks_label_id(const char *label)
+{
+    for (int i = 0; i < W2V_KS_NLABELS; i++)
+        if (!strcmp(label, w2v_ks_labels[i])) return i;
+    return -1;
+}
+
+static const char *bad_word(const char *w, size_t n)
+{
+    if (n == 0) return "empty word";
+    if (n > 64) return "longer than 64 bytes";
+    if (w[0] == '_') return "starts with '_' (reserved for _silence_ and the like)";
+    for (size_t i = 0; i < n; i++)
+        if (!((w[i] >= 'a' && w[i] <= 'z') || (w[i] >= '0' && w[i] <= '9') || w[i] == '-' || w[i] == '_'))
+            return "not made of lower-case letters, digits, '-' and '_'";
+    return NULL;
+}
+
+int w2v_ks_parse_words(const char *list, char ***words, char *err, size_t errlen)
+{
+    int n = 0;
+    char **w = xcalloc(strlen(list) + 2, sizeof *w);
+    for (const char *s = list;;) {
+        const char *end = strchr(s, ',');
+        size_t len = end ? (size_t)(end - s) : strlen(s);
+        const char *why = bad_word(s, len);
+        if (why) {
+            set_error(err, errlen, "'%.*s': %s", (int)len, s, why);
+            goto fail;
+        }
+        w[n] = xmalloc(len + 1);
+        memcpy(w[n], s, len);
+        w[n][len] = 0;
+        for (int i = 0; i < n; i++)
+            if (!strcmp(w[i], w[n])) {
+                set_error(err, errlen, "'%s' is listed twice", w[n]);
+                n++;
+                goto fail;
+            }
+        n++;
+        if (!end) break;
+        s = end + 1;
+    }
+    *words = w;
+    return n;
+fail:
+    w2v_ks_free_words(w);
+    return -1;
+}
+
+void w2v_ks_free_words(char **words)
+{
+    if (!words) return;
+    for (char **w = words; *w; w++) free(*w);
+    free(words);
+}
+
+w2v_set w2v_which_set(const char *filename, double validation_percentage,
+                      double testing_percentage)
+{
+    const char *base = strrchr(filename, '/');
+    base = base ? base + 1 : filename;
+    const char *cut = strstr(base, "_nohash_");
+    size_t n = cut ? (size_t)(cut - base) : strlen(base);
+    unsigned char md[SHA_DIGEST_LENGTH];
+    SHA1((const unsigned char *)base, n, md);
+    /* int(hexdigest, 16) % 2**27: the low 27 bits of the big-endian digest */
+    unsigned long low = ((unsigned long)md[16] << 24 | (unsigned long)md[17] << 16 |
+                         (unsigned long)md[18] << 8 | md[19]) & ((1ul << 27) - 1);
+    /* the same double arithmetic as Python: MAX_NUM_WAVS_PER_CLASS = 2**27 - 1 */
+    double percentage = (double)low * (100.0 / 134217727.0);
+    if (percentage < validation_percentage) return W2V_SET_VALIDATION;
+    if (percentage < testing_percentage + validation_percentage) return W2V_SET_TESTING;
+    return W2V_SET_TRAINING;
+}
+
+const char *w2v_set_name(w2v_set s)
+{
+    return s == W2V_SET_VALIDATION ? "validation" : s == W2V_SET_TESTING ? "testing" : "training";
+}

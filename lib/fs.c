@@ -1,0 +1,135 @@
+/* File-system helpers: atomic files and directories, joined paths, mkdir -p, rm -r. */
+#define _XOPEN_SOURCE 700
+#include "w2v/fs.h"
+#include "internal.h"
+
+#include <errno.h>
+#include <ftw.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+int w2v_atomic_open(w2v_atomic_file *f, const char *path, char *err, size_t errlen)
+{
+    size_t n = strlen(path) + 32;
+    f->path = xstrdup(path);
+    f->tmp = xmalloc(n);
+    snprintf(f->tmp, n, "%s.tmp.%ld", path, (long)getpid());
+    f->fp = fopen(f->tmp, "wb");
+    if (!f->fp) {
+        set_error(err, errlen, "%s: cannot create: %s", path, strerror(errno));
+        free(f->path);
+        free(f->tmp);
+        return -1;
+    }
+    return 0;
+}
+
+int w2v_atomic_commit(w2v_atomic_file *f, int ok, char *err, size_t errlen)
+{
+    int e = 0;
+    if (!ok) e = errno ? errno : EIO;
+    if (!e && fflush(f->fp) != 0) e = errno;
+    if (!e && fsync(fileno(f->fp)) != 0 && errno != EINVAL) e = errno;
+    if (fclose(f->fp) != 0 && !e) e = errno;
+    if (!e && rename(f->tmp, f->path) != 0) e = errno;
+    if (e) {
+        unlink(f->tmp);
+        set_error(err, errlen, "%s: write failed: %s", f->path, strerror(e));
+    }
+    free(f->path);
+    free(f->tmp);
+    return e ? -1 : 0;
+}
+
+int w2v_atomic_write_text(const char *path, const char *text, char *err, size_t errlen)
+{
+    w2v_atomic_file f;
+    if (w2v_atomic_open(&f, path, err, errlen) < 0) return -1;
+    size_t n = strlen(text);
+    return w2v_atomic_commit(&f, fwrite(text, 1, n, f.fp) == n, err, errlen);
+}
+
+int w2v_replace_dir(const char *src, const char *dst, char *err, size_t errlen)
+{
+    size_t n = strlen(dst) + 32;
+    char *old = xmalloc(n);
+    snprintf(old, n, "%s.old.%ld", dst, (long)getpid());
+    struct stat sb;
+    int had = stat(dst, &sb) == 0;
+    if (had && rename(dst, old) != 0) {
+        set_error(err, errlen, "%s: cannot move aside: %s", dst, strerror(errno));
+        free(old);
+        return -1;
+    }
+    if (rename(src, dst) != 0) {
+        int e = errno;
+        if (had) rename(old, dst);
+        set_error(err, errlen, "%s: cannot rename into place: %s", dst, strerror(e));
+        free(old);
+        return -1;
+    }
+    if (had) w2v_remove_tree(old, NULL, 0);
+    free(old);
+    return 0;
+}
+
+char *w2v_path_join(const char *dir, const char *name)
+{
+    if (!dir || !*dir) return xstrdup(name);
+    size_t d = strlen(dir), n = strlen(name);
+    int slash = dir[d - 1] != '/';
+    char *p = xmalloc(d + slash + n + 1);
+    memcpy(p, dir, d);
+    if (slash) p[d] = '/';
+    memcpy(p + d + slash, name, n + 1);
+    return p;
+}
+
+int w2v_mkdirs(const char *path, char *err, size_t errlen)
+{
+    char *p = xstrdup(path);
+    int ret = 0;
+    for (char *s = p + 1;; s++) {
+        if (*s && *s != '/') continue;
+        char c = *s;
+        *s = 0;
+        struct stat st;
+        if (mkdir(p, 0777) != 0 && !(errno == EEXIST && stat(p, &st) == 0 && S_ISDIR(st.st_mode))) {
+            ret = set_error(err, errlen, "%s: cannot create: %s", p,
+                            errno == EEXIST ? "not a directory" : strerror(errno));
+            break;
+        }
+        *s = c;
+        if (!c) break;
+    }
+    free(p);
+    return ret;
+}
+
+static int remove_entry(const char *path, const struct stat *st, int flag, struct FTW *ftw)
+{
+    (void)st;
+    (void)ftw;
+    return (flag == FTW_DP ? rmdir(path) : unlink(path)) ? -1 : 0;
+}
+
+int w2v_remove_tree(const char *path, char *err, size_t errlen)
+{
+    struct stat st;
+    if (lstat(path, &st) != 0) {
+        if (errno == ENOENT) return 0;
+        return set_error(err, errlen, "%s: cannot remove: %s", path, strerror(errno));
+    }
+    int r = S_ISDIR(st.st_mode) ? nftw(path, remove_entry, 16, FTW_DEPTH | FTW_PHYS) : unlink(path);
+    if (r != 0) return set_error(err, errlen, "%s: cannot remove: %s", path, strerror(errno));
+    return 0;
+}
+
+int w2v_exists(const char *path)
+{
+    struct stat st;
+    return lstat(path, &st) == 0;
+}

@@ -1,0 +1,81 @@
+#!/usr/bin/env bats
+# w2v-init: model directories transformers can load, from presets and configs.
+
+load helpers
+
+@test "presets make Hugging Face model directories with the given labels" {
+    run w2v-init --preset tiny --labels yes,no,maybe -o m
+    assert_success
+    assert_output --partial "3 labels"
+    for f in config.json model.safetensors preprocessor_config.json; do [ -s "m/$f" ]; done
+    run "$PY" -c '
+import json; c = json.load(open("m/config.json"))
+assert c["architectures"] == ["Wav2Vec2ForSequenceClassification"], c["architectures"]
+assert c["id2label"] == {"0": "yes", "1": "no", "2": "maybe"}, c["id2label"]
+assert c["label2id"] == {"yes": 0, "no": 1, "maybe": 2}
+assert c["hidden_size"] == 32 and c["conv_dim"] == [16, 16, 16]
+p = json.load(open("m/preprocessor_config.json"))
+assert p["sampling_rate"] == 16000 and p["do_normalize"] is True
+'
+    assert_success
+}
+
+@test "the base preset is facebook/wav2vec2-base's config.json, key for key" {
+    [ -f "$SHARED/golden/base-full-config.json" ] || skip "no golden data at $SHARED"
+    run w2v-init --preset base --labels yes,no,up,down,left,right,on,off,stop,go,_silence_,_unknown_ -o base
+    assert_success
+    assert_output --partial "94"   # 94.5 M parameters
+    run "$PY" -c '
+import json, sys
+want = json.load(open(sys.argv[1])); got = json.load(open("base/config.json"))
+bad = [k for k in set(want) | set(got) if want.get(k) != got.get(k)]
+print(bad); assert not bad
+' "$SHARED/golden/base-full-config.json"
+    assert_success
+}
+
+@test "--set changes the architecture; --config and --labels-from" {
+    run w2v-init --preset tiny --set num_hidden_layers=3 --set 'conv_dim=[8,8,8]' --labels a,b -o m
+    assert_success
+    run "$PY" -c 'import json; c = json.load(open("m/config.json")); assert c["num_hidden_layers"] == 3 and c["conv_dim"] == [8, 8, 8]'
+    assert_success
+    run w2v-init --config m/config.json --labels a,b,c -o m2
+    assert_success
+    run "$PY" -c 'import json; c = json.load(open("m2/config.json")); assert c["num_hidden_layers"] == 3 and len(c["id2label"]) == 3'
+    assert_success
+    "$PY" -c '
+import msgpack, sys
+sys.stdout.buffer.write(msgpack.packb({"format": "w2v-stream", "version": 1, "type": "examples", "sample_rate": 16000, "labels": ["x", "y"]}))' > h.stream
+    run w2v-init --preset tiny --labels-from h.stream -o m3
+    assert_success
+    run "$PY" -c 'import json; c = json.load(open("m3/config.json")); assert c["id2label"] == {"0": "x", "1": "y"}'
+    assert_success
+}
+
+@test "the same seed gives the same weights, another seed others" {
+    w2v-init --quiet --preset tiny --labels a,b --seed 3 -o a
+    w2v-init --quiet --preset tiny --labels a,b --seed 3 -o b
+    w2v-init --quiet --preset tiny --labels a,b --seed 4 -o c
+    cmp a/model.safetensors b/model.safetensors
+    ! cmp -s a/model.safetensors c/model.safetensors
+}
+
+@test "bad options and configs are clear errors, and leave nothing" {
+    run w2v-init --preset huge -o m
+    assert_failure 2
+    assert_output --partial "unknown preset 'huge'"
+    run w2v-init --preset tiny --set hidden_size=30 -o m
+    assert_failure 2
+    assert_output --partial "hidden_size 30 must divide"
+    run w2v-init --preset tiny --set 'feat_extract_norm="batch"' -o m
+    assert_failure 2
+    assert_output --partial "feat_extract_norm"
+    run w2v-init --preset tiny
+    assert_failure 2
+    [ ! -e m ]
+    echo '{"model_type": "bert"}' > bad.json
+    run w2v-init --config bad.json -o m
+    assert_failure
+    assert_output --partial 'w2vtools runs "wav2vec2" models'
+    [ ! -e m ]
+}
