@@ -1,15 +1,19 @@
 # Models for the w2v-predict and w2v-eval suites: tiny randomly initialised
-# classifiers, made by tests/bats/make_model.c (a stand-in for w2v-init)
-# built once per suite against build/libw2v.a.
+# classifiers.
 
-build_make_model() {
-    cc -I"$TOP/include" -D_GNU_SOURCE -o "$BATS_FILE_TMPDIR/make_model" "$TOP/tests/bats/make_model.c" \
-        "$TOP/build/libw2v.a" $(pkg-config --libs jansson openblas msgpack sndfile samplerate) -fopenmp -lm
+# mkmodel DIR LABELS [SEED [w2v-init options...]]: LABELS like a,b,c.
+mkmodel() {
+    local dir=$1 labels=$2 seed=${3:-1}
+    shift $(($# < 3 ? $# : 3))
+    w2v-init --quiet --preset tiny --labels "$labels" --seed "$seed" -o "$dir" "$@"
 }
 
-# mkmodel DIR LABELS [SEED [PRESET [ATTENTION_MASK]]]: LABELS like a,b,c.
-mkmodel() {
-    "$BATS_FILE_TMPDIR/make_model" "$1" "${4:-tiny}" "$2" "${3:-1}" "${5:-0}"
+# mkmodel_masked DIR LABELS SEED: one that takes an attention mask, with a
+# LayerNorm feature encoder (as wav2vec2-large-lv60), where padding with a
+# mask leaves the answer as it is.
+mkmodel_masked() {
+    mkmodel "$@" --set 'feat_extract_norm="layer"' --set do_stable_layer_norm=true --set conv_bias=true \
+        --attention-mask yes
 }
 
 # scale_head DIR FACTOR: multiplies the projector and classifier weights by

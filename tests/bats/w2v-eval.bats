@@ -5,10 +5,6 @@ load helpers
 load stream_helpers
 load model_helpers
 
-setup_file() {
-    build_make_model
-}
-
 # 16 labelled clips (sines of several pitches, noise; lengths 12000 or
 # 16000) and a model, sharpened so that its answers vary with the input.
 mkcase() {

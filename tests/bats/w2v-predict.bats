@@ -5,10 +5,6 @@ load helpers
 load stream_helpers
 load model_helpers
 
-setup_file() {
-    build_make_model
-}
-
 # Clips of several lengths and rates (c.wav: 8 kHz stereo, resampled to
 # 12000 samples), a manifest keyed by file name, labels a..d.
 mkcorpus() {
@@ -76,7 +72,8 @@ assert [x.get("true_label") for x in s] == ["a", "b", "c", "d", None], [x.get("t
 @test "w2v-predict: batch size and batches streams do not change the logits" {
     mkcorpus
     mkmodel plain a,b,c,d 5
-    mkmodel masked a,b,c,d 5 small 1
+    mkmodel_masked masked a,b,c,d 5
+    grep -q '"return_attention_mask": true' masked/preprocessor_config.json
     files="d.wav a.wav b.wav c.wav e.wav a.wav d.wav d.wav"
     for m in plain masked; do
         w2v-predict -m $m --logits $files > $m-b8.jsonl
