@@ -143,7 +143,7 @@ static void forget(w2v_output *o)
 
 void w2v_write_failed(const char *what)
 {
-    if (errno == EPIPE) exit(141); /* reader went away: quiet, like SIGPIPE */
+    if (errno == EPIPE) exit(141); /* reader went away: quiet, like SIGPIPE; atexit removes temporaries */
     w2v_die("%s: write failed: %s", what, strerror(errno));
 }
 

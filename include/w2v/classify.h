@@ -1,0 +1,82 @@
+/* Classification with a trained model, as w2v-predict and w2v-eval do it:
+ * streams checked against the model, examples batched without changing the
+ * model's answer, and the arithmetic on logits (softmax, top-k, loss). */
+#ifndef W2V_CLASSIFY_H
+#define W2V_CLASSIFY_H
+
+#include <stddef.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <jansson.h>
+
+#include "w2v/model.h"
+#include "w2v/stream.h"
+
+/* Loads a model directory for inference; notes on what was skipped go to
+ * w2v_note.  NULL with "DIR: why" in err on failure. */
+w2v_model *w2v_classify_load(const char *dir, char *err, size_t errlen);
+
+/* Checks a stream header against the model: the sample rate must be the
+ * model's and every label name of the stream one of the model's (in any
+ * order; the stream may have fewer).  Fills map[stream id] = model id for
+ * the header's nlabels ids.  0, or -1 with the reason in err. */
+int w2v_classify_check_header(const w2v_config *c, const w2v_header *h, int *map, char *err, size_t errlen);
+
+/* One example to classify. */
+typedef struct {
+    const char *key;
+    const float *x;     /* [length] samples as the model takes them (normalised when it says so) */
+    int64_t length;
+    int64_t label;      /* the true label as a model id; -1 = none */
+    double start, end;  /* its span in seconds within a longer recording; end < 0: none */
+} w2v_clip;
+
+/* Called for every classified example, in the order they were given;
+ * logits [num_labels]. */
+typedef void (*w2v_result_fn)(void *ctx, const w2v_clip *clip, const float *logits);
+
+typedef struct w2v_classifier w2v_classifier;
+
+/* A classifier running batches of up to batch_size examples. */
+w2v_classifier *w2v_classifier_new(w2v_model *m, int batch_size, w2v_result_fn fn, void *ctx);
+void w2v_classifier_free(w2v_classifier *c);
+/* Whether the model takes an attention mask (preprocessor_config.json's
+ * return_attention_mask): only then may examples of different lengths share
+ * a padded batch, as zero padding is signal to a model without one. */
+int w2v_classifier_pads(const w2v_classifier *c);
+/* Queues a copy of one example.  The queue is classified first when it is
+ * full, or when the example's length differs from the queued ones' and the
+ * model takes no attention mask.  An example shorter than the model's
+ * shortest input is an error naming its key.  0, or -1 with err set. */
+int w2v_classifier_add(w2v_classifier *c, const w2v_clip *clip, char *err, size_t errlen);
+/* Classifies what is queued. */
+int w2v_classifier_flush(w2v_classifier *c, char *err, size_t errlen);
+/* Classifies a padded batch as it is (after the queue): x [B, T] row-major,
+ * lengths, labels (model ids, or NULL) and keys per row; the model decides
+ * whether the padding is masked. */
+int w2v_classifier_run(w2v_classifier *c, int B, int T, const float *x, const int64_t *lengths,
+                       const int64_t *labels, char *const *keys, char *err, size_t errlen);
+
+/* ---- results as JSON ---- */
+
+/* One result: key, start and end (when the clip has a span), label (the
+ * predicted name), score (its probability), true_label (when known), top_k
+ * (top_k > 0: [{label, score}], most likely first), logits (when asked).
+ * Bytes of a key that are not UTF-8 become '?'. */
+json_t *w2v_result_json(const w2v_config *c, const w2v_clip *clip, const float *logits, int top_k, int with_logits);
+/* Writes o as one compact line (floats with 9 significant digits, enough
+ * for a float32 to read back exactly).  0, or -1 with errno set. */
+int w2v_json_line(FILE *fp, const json_t *o);
+
+/* ---- arithmetic on logits, in double ---- */
+
+/* probs[i] = softmax(logits)[i]. */
+void w2v_softmax(const float *logits, int n, double *probs);
+/* Index of the largest value (the first of ties). */
+int w2v_argmax(const float *logits, int n);
+/* The k indices of the largest probabilities, largest first (ties by index). */
+void w2v_top_k(const double *probs, int n, int k, int *idx);
+/* Cross-entropy of the true label: logsumexp(logits) - logits[label]. */
+double w2v_cross_entropy(const float *logits, int n, int label);
+
+#endif

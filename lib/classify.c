@@ -1,0 +1,295 @@
+/* Classification with a trained model: stream checks, batching that keeps
+ * each example's answer, softmax, top-k and loss. */
+#include "w2v/classify.h"
+#include "w2v/cli.h"
+#include "internal.h"
+
+#include <math.h>
+#include <stdlib.h>
+#include <string.h>
+
+static void note(const char *msg) { w2v_note("%s", msg); }
+
+w2v_model *w2v_classify_load(const char *dir, char *err, size_t errlen)
+{
+    return w2v_model_load(dir, note, err, errlen);
+}
+
+int w2v_classify_check_header(const w2v_config *c, const w2v_header *h, int *map, char *err, size_t errlen)
+{
+    if (h->sample_rate != c->sampling_rate)
+        return set_error(err, errlen, "the stream's sample rate is %d Hz, the model's %d Hz (re-extract with ks-extract --rate %d)",
+                         h->sample_rate, c->sampling_rate, c->sampling_rate);
+    for (int i = 0; i < h->nlabels; i++) {
+        map[i] = -1;
+        for (int j = 0; j < c->num_labels && map[i] < 0; j++)
+            if (!strcmp(h->labels[i], c->labels[j])) map[i] = j;
+        if (map[i] < 0) {
+            /* list the model's labels so that the fix is plain */
+            size_t len = 0;
+            for (int j = 0; j < c->num_labels; j++) len += strlen(c->labels[j]) + 1;
+            char *names = xmalloc(len + 1);
+            names[0] = 0;
+            for (int j = 0; j < c->num_labels; j++) {
+                if (j) strcat(names, ",");
+                strcat(names, c->labels[j]);
+            }
+            set_error(err, errlen, "the stream's label '%s' is not one of the model's labels (%s)", h->labels[i], names);
+            free(names);
+            return -1;
+        }
+    }
+    return 0;
+}
+
+/* ---- the classifier ---- */
+
+typedef struct {
+    w2v_clip clip; /* key and x are the slot's own copies */
+    float *x;
+    size_t cap;
+} slot;
+
+struct w2v_classifier {
+    w2v_model *m;
+    int batch_size, pads, nlabels;
+    long min_samples;
+    w2v_result_fn fn;
+    void *ctx;
+    slot *queue;
+    int queued;
+    float *x, *logits;          /* the padded batch and its logits */
+    size_t x_cap;
+    int64_t *lengths, *labels;  /* [rows] */
+    int rows;
+};
+
+w2v_classifier *w2v_classifier_new(w2v_model *m, int batch_size, w2v_result_fn fn, void *ctx)
+{
+    const w2v_config *cfg = w2v_model_config(m);
+    w2v_classifier *c = xcalloc(1, sizeof *c);
+    c->m = m;
+    c->batch_size = batch_size < 1 ? 1 : batch_size;
+    c->pads = cfg->return_attention_mask;
+    c->nlabels = cfg->num_labels;
+    c->min_samples = w2v_config_min_samples(cfg);
+    c->fn = fn;
+    c->ctx = ctx;
+    c->queue = xcalloc((size_t)c->batch_size, sizeof *c->queue);
+    return c;
+}
+
+void w2v_classifier_free(w2v_classifier *c)
+{
+    if (!c) return;
+    for (int i = 0; i < c->batch_size; i++) {
+        free(c->queue[i].x);
+        free((char *)c->queue[i].clip.key);
+    }
+    free(c->queue);
+    free(c->x);
+    free(c->logits);
+    free(c->lengths);
+    free(c->labels);
+    free(c);
+}
+
+int w2v_classifier_pads(const w2v_classifier *c) { return c->pads; }
+
+static int too_short(const w2v_classifier *c, const char *key, int64_t n, char *err, size_t errlen)
+{
+    const w2v_config *cfg = w2v_model_config(c->m);
+    return set_error(err, errlen, "%s: %lld samples (%.1f ms): the model needs at least %ld (%.1f ms)", key,
+                     (long long)n, 1e3 * (double)n / cfg->sampling_rate, c->min_samples,
+                     1e3 * (double)c->min_samples / cfg->sampling_rate);
+}
+
+/* Runs the model on c->x [B, T] and hands each row to the callback. */
+static int forward(w2v_classifier *c, int B, int T, const w2v_clip *clips, char *err, size_t errlen)
+{
+    w2v_input in = {.B = B, .T = T, .x = c->x, .lengths = c->lengths, .labels = c->labels};
+    w2v_run run = {.training = 0, .attention_mask = -1};
+    if (w2v_model_forward(c->m, &in, &run, c->logits, err, errlen) < 0) return -1;
+    for (size_t i = 0; i < (size_t)B * c->nlabels; i++)
+        if (!isfinite(c->logits[i]))
+            return set_error(err, errlen, "%s: the model's logits are not finite (a broken model?)", clips[i / c->nlabels].key);
+    for (int b = 0; b < B; b++) c->fn(c->ctx, &clips[b], c->logits + (size_t)b * c->nlabels);
+    return 0;
+}
+
+static void ensure_batch(w2v_classifier *c, int B, int T)
+{
+    size_t need = (size_t)B * (size_t)T;
+    if (need > c->x_cap) c->x = xrealloc(c->x, (c->x_cap = need) * sizeof *c->x);
+    if (B > c->rows) {
+        c->lengths = xrealloc(c->lengths, (size_t)B * sizeof *c->lengths);
+        c->labels = xrealloc(c->labels, (size_t)B * sizeof *c->labels);
+        c->logits = xrealloc(c->logits, (size_t)B * (size_t)c->nlabels * sizeof *c->logits);
+        c->rows = B;
+    }
+}
+
+int w2v_classifier_flush(w2v_classifier *c, char *err, size_t errlen)
+{
+    int B = c->queued, T = 0;
+    if (B == 0) return 0;
+    for (int b = 0; b < B; b++)
+        if (c->queue[b].clip.length > T) T = (int)c->queue[b].clip.length;
+    ensure_batch(c, B, T);
+    w2v_clip *clips = xmalloc((size_t)B * sizeof *clips);
+    for (int b = 0; b < B; b++) {
+        const w2v_clip *q = &c->queue[b].clip;
+        float *row = c->x + (size_t)b * T;
+        memcpy(row, q->x, (size_t)q->length * sizeof *row);
+        memset(row + q->length, 0, (size_t)(T - q->length) * sizeof *row);
+        c->lengths[b] = q->length;
+        c->labels[b] = q->label;
+        clips[b] = *q;
+    }
+    c->queued = 0; /* the slots keep their copies until the next add */
+    int ret = forward(c, B, T, clips, err, errlen);
+    free(clips);
+    return ret;
+}
+
+int w2v_classifier_add(w2v_classifier *c, const w2v_clip *clip, char *err, size_t errlen)
+{
+    if (clip->length < c->min_samples) return too_short(c, clip->key, clip->length, err, errlen);
+    if (clip->length > INT32_MAX) return set_error(err, errlen, "%s: %lld samples is too long for one input", clip->key, (long long)clip->length);
+    int full = c->queued == c->batch_size;
+    int other_length = c->queued > 0 && !c->pads && clip->length != c->queue[0].clip.length;
+    if ((full || other_length) && w2v_classifier_flush(c, err, errlen) < 0) return -1;
+    slot *s = &c->queue[c->queued++];
+    if ((size_t)clip->length > s->cap) s->x = xrealloc(s->x, (s->cap = (size_t)clip->length) * sizeof *s->x);
+    memcpy(s->x, clip->x, (size_t)clip->length * sizeof *s->x);
+    free((char *)s->clip.key);
+    s->clip = *clip;
+    s->clip.key = xstrdup(clip->key);
+    s->clip.x = s->x;
+    return 0;
+}
+
+int w2v_classifier_run(w2v_classifier *c, int B, int T, const float *x, const int64_t *lengths,
+                       const int64_t *labels, char *const *keys, char *err, size_t errlen)
+{
+    if (w2v_classifier_flush(c, err, errlen) < 0) return -1;
+    if (B < 1) return 0;
+    for (int b = 0; b < B; b++) {
+        /* what the model sees: the row's own samples when it masks the padding */
+        int64_t seen = c->pads ? lengths[b] : T;
+        if (seen < c->min_samples) return too_short(c, keys[b], seen, err, errlen);
+    }
+    ensure_batch(c, B, T);
+    memcpy(c->x, x, (size_t)B * T * sizeof *x);
+    w2v_clip *clips = xmalloc((size_t)B * sizeof *clips);
+    for (int b = 0; b < B; b++) {
+        c->lengths[b] = lengths[b];
+        c->labels[b] = labels ? labels[b] : -1;
+        clips[b] = (w2v_clip){.key = keys[b], .x = x + (size_t)b * T, .length = lengths[b],
+                              .label = c->labels[b], .end = -1};
+    }
+    int ret = forward(c, B, T, clips, err, errlen);
+    free(clips);
+    return ret;
+}
+
+/* ---- arithmetic on logits ---- */
+
+static double max_of(const float *x, int n)
+{
+    double max = x[0];
+    for (int i = 1; i < n; i++) max = x[i] > max ? x[i] : max;
+    return max;
+}
+
+void w2v_softmax(const float *logits, int n, double *probs)
+{
+    double max = max_of(logits, n), sum = 0;
+    for (int i = 0; i < n; i++) sum += probs[i] = exp((double)logits[i] - max);
+    for (int i = 0; i < n; i++) probs[i] /= sum;
+}
+
+int w2v_argmax(const float *logits, int n)
+{
+    int best = 0;
+    for (int i = 1; i < n; i++)
+        if (logits[i] > logits[best]) best = i;
+    return best;
+}
+
+void w2v_top_k(const double *probs, int n, int k, int *idx)
+{
+    /* insertion into a sorted prefix: n is a label count */
+    int have = 0;
+    for (int i = 0; i < n; i++) {
+        int pos = have < k ? have : k;
+        while (pos > 0 && probs[i] > probs[idx[pos - 1]]) pos--;
+        if (pos >= k) continue;
+        int last = have < k ? have : k - 1;
+        memmove(idx + pos + 1, idx + pos, (size_t)(last - pos) * sizeof *idx);
+        idx[pos] = i;
+        if (have < k) have++;
+    }
+}
+
+double w2v_cross_entropy(const float *logits, int n, int label)
+{
+    double max = max_of(logits, n), sum = 0;
+    for (int i = 0; i < n; i++) sum += exp((double)logits[i] - max);
+    return max + log(sum) - logits[label];
+}
+
+/* ---- results as JSON ---- */
+
+/* A JSON string of s, with the bytes that are not UTF-8 replaced by '?'. */
+static json_t *string_json(const char *s)
+{
+    json_t *j = json_string(s);
+    if (j) return j;
+    char *copy = xstrdup(s);
+    for (char *p = copy; *p; p++)
+        if ((unsigned char)*p >= 0x80) *p = '?';
+    j = json_string(copy);
+    free(copy);
+    return j;
+}
+
+json_t *w2v_result_json(const w2v_config *c, const w2v_clip *clip, const float *logits, int top_k, int with_logits)
+{
+    int n = c->num_labels;
+    double *probs = xmalloc((size_t)n * sizeof *probs);
+    w2v_softmax(logits, n, probs);
+    int best = w2v_argmax(logits, n);
+    json_t *o = json_object();
+    json_object_set_new(o, "key", string_json(clip->key));
+    if (clip->end >= 0) {
+        json_object_set_new(o, "start", json_real(clip->start));
+        json_object_set_new(o, "end", json_real(clip->end));
+    }
+    json_object_set_new(o, "label", string_json(c->labels[best]));
+    json_object_set_new(o, "score", json_real(probs[best]));
+    if (clip->label >= 0) json_object_set_new(o, "true_label", string_json(c->labels[clip->label]));
+    if (top_k > 0) {
+        int k = top_k < n ? top_k : n;
+        int *idx = xmalloc((size_t)k * sizeof *idx);
+        w2v_top_k(probs, n, k, idx);
+        json_t *list = json_array();
+        for (int i = 0; i < k; i++)
+            json_array_append_new(list, json_pack("{s:o, s:f}", "label", string_json(c->labels[idx[i]]), "score", probs[idx[i]]));
+        json_object_set_new(o, "top_k", list);
+        free(idx);
+    }
+    if (with_logits) {
+        json_t *list = json_array();
+        for (int i = 0; i < n; i++) json_array_append_new(list, json_real(logits[i]));
+        json_object_set_new(o, "logits", list);
+    }
+    free(probs);
+    return o;
+}
+
+int w2v_json_line(FILE *fp, const json_t *o)
+{
+    if (json_dumpf(o, fp, JSON_COMPACT | JSON_REAL_PRECISION(9)) < 0) return -1;
+    return fputc('\n', fp) == EOF ? -1 : 0;
+}
