@@ -16,7 +16,7 @@ static const char usage[] =
     "\n"
     "Usage: ks-batch [options] [EXAMPLES]     (no EXAMPLES or '-' reads stdin)\n"
     " e.g.: ks-batch -b 32 --shuffle --epochs 5 train.stream | w2v-train ...\n"
-    "       ks-extract data/test.tsv | ks-batch -b 64 --sort-by-length | w2v-eval model/\n"
+    "       ks-extract data/test.tsv | ks-batch -b 64 --sort-by-length | w2v-eval -m model/\n"
     "\n"
     "Every batch holds input_values f32 [B, T] zero-padded to the longest\n"
     "example of the batch, attention_mask u8 [B, T] (1 = real sample),\n"

@@ -18,7 +18,7 @@ static const char usage[] =
     "\n"
     "Usage: ks-extract [options] [MANIFEST]     (no MANIFEST or '-' reads stdin)\n"
     " e.g.: ks-extract -j2 data/train.tsv > train.stream\n"
-    "       ks-extract --max-length 16000 data/test.tsv | ks-batch -b 32 | w2v-eval model/\n"
+    "       ks-extract --max-length 16000 data/test.tsv | ks-batch -b 32 | w2v-eval -m model/\n"
     "\n"
     "MANIFEST lines are key<TAB>path<TAB>label (an optional first line\n"
     "'key<TAB>path<TAB>label' is skipped; an empty or missing label is -1).\n"

@@ -1,5 +1,6 @@
 /* w2v-train: fine-tune a Wav2Vec2 classifier on a batches stream, as
  * Hugging Face Trainer(model, args).train() does. */
+#include "w2v/classify.h"
 #include "w2v/cli.h"
 #include "w2v/fs.h"
 #include "w2v/model.h"
@@ -114,48 +115,54 @@ static void write_metrics(const char *outdir, json_t *log)
 /* ---- evaluation at epoch ends ---- */
 
 typedef struct {
+    const w2v_config *c;
     double loss, accuracy;
-    long examples;
+    long examples, correct;
 } eval_result;
 
+static void count_result(void *ctx, const w2v_clip *clip, const float *logits)
+{
+    eval_result *e = ctx;
+    if (clip->label < 0) return;
+    e->loss += w2v_cross_entropy(logits, e->c->num_labels, (int)clip->label);
+    e->correct += w2v_argmax(logits, e->c->num_labels) == clip->label;
+    e->examples++;
+}
+
+/* Loss and accuracy over a batches stream, each batch as it is. */
 static void evaluate(w2v_model *m, const char *path, eval_result *res)
 {
     char err[1024];
     w2v_reader *r = w2v_reader_open(path, err, sizeof err);
     if (!r) w2v_die("--eval: %s", err);
-    const w2v_config *c = w2v_model_config(m);
     const w2v_header *h = w2v_reader_header(r);
     if (h->type != W2V_BATCHES) w2v_die("--eval: %s: not a batches stream (pipe it through ks-batch)", path);
-    double loss = 0;
-    long correct = 0, n = 0;
-    float *logits = NULL;
+    int *map = malloc((size_t)(h->nlabels + 1) * sizeof *map);
+    if (!map) w2v_die("out of memory");
+    if (w2v_classify_check_header(w2v_model_config(m), h, map, err, sizeof err) < 0) w2v_die("--eval: %s: %s", path, err);
+    memset(res, 0, sizeof *res);
+    res->c = w2v_model_config(m);
+    w2v_classifier *cls = w2v_classifier_new(m, 1, count_result, res);
+    int64_t *labels = NULL;
     int ret;
     while ((ret = w2v_reader_next(r)) > 0) {
         w2v_batch b;
-        if (w2v_reader_batch(r, &b) < 0) w2v_die("%s", w2v_reader_error(r));
-        logits = realloc(logits, (size_t)b.batch * c->num_labels * sizeof *logits);
-        w2v_input in = {b.batch, b.time, b.input_values, b.lengths, b.labels};
-        w2v_run run = {0, 0, 0, -1};
-        float l = w2v_model_forward(m, &in, &run, logits, err, sizeof err);
-        if (l < 0) w2v_die("--eval: %s: %s", path, err);
-        int labelled = 0;
-        for (int i = 0; i < b.batch; i++) {
-            if (b.labels[i] < 0) continue;
-            int best = 0;
-            for (int k = 1; k < c->num_labels; k++)
-                if (logits[(long)i * c->num_labels + k] > logits[(long)i * c->num_labels + best]) best = k;
-            correct += best == b.labels[i];
-            labelled++;
-        }
-        loss += (double)l * labelled;
-        n += labelled;
+        if (w2v_reader_batch(r, &b) < 0) w2v_die("--eval: %s", w2v_reader_error(r));
+        labels = realloc(labels, (size_t)b.batch * sizeof *labels);
+        if (!labels) w2v_die("out of memory");
+        for (int i = 0; i < b.batch; i++) labels[i] = b.labels[i] < 0 ? -1 : map[b.labels[i]];
+        if (w2v_classifier_run(cls, b.batch, b.time, b.input_values, b.lengths, labels, b.keys, err, sizeof err) < 0)
+            w2v_die("--eval: %s: %s", path, err);
     }
     if (ret < 0) w2v_die("--eval: %s", w2v_reader_error(r));
+    w2v_classifier_free(cls);
     w2v_reader_close(r);
-    free(logits);
-    res->examples = n;
-    res->loss = n ? loss / n : 0;
-    res->accuracy = n ? (double)correct / n : 0;
+    free(labels);
+    free(map);
+    if (res->examples) {
+        res->loss /= (double)res->examples;
+        res->accuracy = (double)res->correct / (double)res->examples;
+    }
 }
 
 /* ---- checkpoints ---- */
