@@ -117,14 +117,7 @@ void conv1d_backward(float *dx, float *dw, float *dbias, const float *dout, cons
           *dcol = col + (long)nbmax * s->Tout * row;
     reorder_weight(wr, w, s);
     memset(dwr, 0, (size_t)wsize * sizeof *dwr);
-    if (dbias) {
-        #pragma omp parallel for
-        for (int o = 0; o < s->Cout; o++) {
-            float acc = 0;
-            for (long i = 0; i < (long)s->B * s->Tout; i++) acc += dout[i * s->Cout + o];
-            dbias[o] += acc;
-        }
-    }
+    if (dbias) column_sum(dbias, dout, (long)s->B * s->Tout, s->Cout);
     if (direct(s)) {
         for (int b = 0; b < s->B; b++) {
             const float *xb = x + (long)b * s->Tin * s->Cin, *gb = dout + (long)b * s->Tout * s->Cout;
@@ -161,29 +154,43 @@ void conv1d_backward(float *dx, float *dw, float *dbias, const float *dout, cons
     }
 }
 
+/* Sums over the rows of [rows, K] per column k, row by row (the tensor's
+ * memory order): ss[k] = sum v^2, and dot[k] = sum a v when a is given. */
+static void column_sums(double *ss, double *dot, const float *v, const float *a, int rows, int K)
+{
+    for (int k = 0; k < K; k++) ss[k] = dot ? (dot[k] = 0) : 0;
+    for (long r = 0; r < rows; r++)
+        for (int k = 0; k < K; k++) {
+            double x = v[r * K + k];
+            ss[k] += x * x;
+            if (a) dot[k] += (double)a[r * K + k] * x;
+        }
+}
+
 void weightnorm_forward(float *w, const float *g, const float *v, int rows, int K)
 {
-    for (int k = 0; k < K; k++) {
-        double ss = 0;
-        for (long r = 0; r < rows; r++) ss += (double)v[r * K + k] * v[r * K + k];
-        float scale = g[k] / (float)sqrt(ss);
-        for (long r = 0; r < rows; r++) w[r * K + k] = v[r * K + k] * scale;
-    }
+    double ss[K];
+    float scale[K];
+    column_sums(ss, NULL, v, NULL, rows, K);
+    for (int k = 0; k < K; k++) scale[k] = g[k] / (float)sqrt(ss[k]);
+    #pragma omp parallel for
+    for (long r = 0; r < rows; r++)
+        for (int k = 0; k < K; k++) w[r * K + k] = v[r * K + k] * scale[k];
 }
 
 void weightnorm_backward(float *dg, float *dv, const float *dw, const float *g, const float *v, int rows, int K)
 {
+    double ss[K], dot[K];
+    float a[K], bq[K];
+    column_sums(ss, dot, v, dw, rows, K);
     for (int k = 0; k < K; k++) {
-        double ss = 0, dot = 0;
-        for (long r = 0; r < rows; r++) {
-            ss += (double)v[r * K + k] * v[r * K + k];
-            dot += (double)dw[r * K + k] * v[r * K + k];
-        }
-        double norm = sqrt(ss);
-        if (dg) dg[k] += (float)(dot / norm);
-        if (dv) {
-            float a = (float)(g[k] / norm), bq = (float)(g[k] * dot / (norm * ss));
-            for (long r = 0; r < rows; r++) dv[r * K + k] += a * dw[r * K + k] - bq * v[r * K + k];
-        }
+        double norm = sqrt(ss[k]);
+        if (dg) dg[k] += (float)(dot[k] / norm);
+        a[k] = (float)(g[k] / norm);
+        bq[k] = (float)(g[k] * dot[k] / (norm * ss[k]));
     }
+    if (!dv) return;
+    #pragma omp parallel for
+    for (long r = 0; r < rows; r++)
+        for (int k = 0; k < K; k++) dv[r * K + k] += a[k] * dw[r * K + k] - bq[k] * v[r * K + k];
 }

@@ -33,7 +33,6 @@ void layersum_backward(float *const *dhs, float *dlw, const float *dout, float *
     softmax_weights(w, lw, L);
     for (int l = 0; l < L; l++) {
         double s = 0;
-        #pragma omp parallel for reduction(+ : s)
         for (long i = 0; i < n; i++) s += (double)dout[i] * hs[l][i];
         dw[l] = s; /* d loss / d w_l */
         if (dhs[l]) {

@@ -27,19 +27,28 @@ void layernorm_forward(float *out, float *mean, float *rstd, const float *x, con
 void layernorm_backward(float *dx, float *dw, float *db, const float *dout, const float *x, const float *w,
                         const float *mean, const float *rstd, int N, int C)
 {
-    /* parameter gradients: reduce over rows, one channel per thread */
+    /* parameter gradients: sums over rows of g xhat and g, by blocks of
+     * rows in memory order, added in block order (deterministic) */
     if (dw || db) {
-        #pragma omp parallel for
+        int nb = N < 64 ? 1 : 16;
+        double *part = xcalloc((size_t)nb * C * 2, sizeof *part);
+        #pragma omp parallel for schedule(static)
+        for (int b = 0; b < nb; b++) {
+            double *pw = part + (long)b * 2 * C, *pb = pw + C;
+            for (long n = (long)N * b / nb; n < (long)N * (b + 1) / nb; n++)
+                for (int c = 0; c < C; c++) {
+                    float g = dout[n * C + c];
+                    pw[c] += g * (x[n * C + c] - mean[n]) * rstd[n];
+                    pb[c] += g;
+                }
+        }
         for (int c = 0; c < C; c++) {
             double sw = 0, sb = 0;
-            for (int n = 0; n < N; n++) {
-                float g = dout[(long)n * C + c];
-                sw += g * (x[(long)n * C + c] - mean[n]) * rstd[n];
-                sb += g;
-            }
+            for (int b = 0; b < nb; b++) sw += part[(long)b * 2 * C + c], sb += part[(long)b * 2 * C + C + c];
             if (dw) dw[c] += (float)sw;
             if (db) db[c] += (float)sb;
         }
+        free(part);
     }
     if (!dx) return;
     #pragma omp parallel for

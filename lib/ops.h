@@ -15,6 +15,8 @@ void gemm(int ta, int tb, int M, int N, int K, float alpha, const float *A, int 
           float beta, float *C, int ldc);
 
 /* ---- linear.c: out[N,O] = in[N,I] W[O,I]^T + b[O] ---- */
+/* acc[c] += sum over rows of x[n, c], for x [N, C]: bias gradients. */
+void column_sum(float *acc, const float *x, long N, int C);
 void linear_forward(float *out, const float *in, const float *w, const float *b, int N, int nin, int nout);
 void linear_backward(float *din, float *dw, float *db, const float *dout, const float *in, const float *w, int N,
                      int nin, int nout);
@@ -33,6 +35,9 @@ void groupnorm_backward(float *dx, float *dw, float *db, const float *dout, cons
                         const float *mean, const float *rstd, int B, int T, int C);
 
 /* ---- activation.c ---- */
+/* The vectorisable erf and e^x (x <= 0) the GELU uses, for tests. */
+float w2v_erf(float x);
+float w2v_exp_neg(float x);
 /* Exact GELU, 0.5 x (1 + erf(x / sqrt 2)); out may alias x. */
 void gelu_forward(float *out, const float *x, long n);
 void gelu_backward(float *dx, const float *x, const float *dout, long n);

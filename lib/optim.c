@@ -91,8 +91,7 @@ float w2v_optim_step(w2v_optim *opt, w2v_model *m, double *lr_used)
     for (int i = 0; i < np; i++) {
         if (!w2v_model_param_has_grad(m, i)) continue;
         const w2v_param *pp = w2v_model_param(m, i);
-        double ss = 0;
-        #pragma omp parallel for reduction(+ : ss)
+        double ss = 0; /* serial: a fixed order of additions, run to run */
         for (long j = 0; j < pp->size; j++) ss += (double)g[pp->offset + j] * g[pp->offset + j];
         float norm = (float)sqrt(ss);
         total += (double)norm * norm;

@@ -321,9 +321,27 @@ static void test_model(int stable, int weighted)
     w2v_config_free(&cfg);
 }
 
+/* The GELU's own erf and exp against libm's, in double. */
+static void test_approximations(void)
+{
+    double werf = 0, wexp = 0;
+    for (double x = -6; x <= 6; x += 1e-4) {
+        double e = fabs((double)w2v_erf((float)x) - erf((double)(float)x));
+        werf = e > werf ? e : werf;
+    }
+    for (double x = -87; x <= 0; x += 1e-3) {
+        double want = exp((double)(float)x), e = fabs((double)w2v_exp_neg((float)x) - want) / want;
+        wexp = e > wexp ? e : wexp;
+    }
+    CHECK(werf <= 5e-7, "erf: max |error| %.3g", werf);
+    CHECK(wexp <= 3e-7, "exp: max relative error %.3g", wexp);
+    printf("erf max |error| %.2e, exp max relative error %.2e\n", werf, wexp);
+}
+
 int main(void)
 {
     w2v_rng_seed(&rng, 1234);
+    test_approximations();
     test_linear();
     test_norm(0);
     test_norm(1);
