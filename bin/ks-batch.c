@@ -307,7 +307,7 @@ int main(int argc, char **argv)
     options o = {.batch_size = 8, .epochs = 1, .seed = 42};
     const char *output = NULL;
     int opt;
-    w2v_cli_init("ks-batch", usage);
+    w2v_cli_init("ks-batch", usage, argv);
     while ((opt = getopt_long(argc, argv, "ho:b:", longopts, NULL)) != -1) {
         if (w2v_cli_common(opt, optarg)) continue;
         switch (opt) {

@@ -175,7 +175,7 @@ int main(int argc, char **argv)
     int full = 0, check = 0, opt;
     long head = -1;
     const char *output = NULL;
-    w2v_cli_init("ks-cat", usage);
+    w2v_cli_init("ks-cat", usage, argv);
     while ((opt = getopt_long(argc, argv, "ho:", longopts, NULL)) != -1) {
         if (w2v_cli_common(opt, optarg)) continue;
         switch (opt) {

@@ -292,7 +292,7 @@ int main(int argc, char **argv)
     const char *output = NULL, *labels_arg = NULL;
     double slice_seconds = 0;
     int strict = 0, opt;
-    w2v_cli_init("ks-extract", usage);
+    w2v_cli_init("ks-extract", usage, argv);
     while ((opt = getopt_long(argc, argv, "ho:j:", longopts, NULL)) != -1) {
         if (w2v_cli_common(opt, optarg)) continue;
         switch (opt) {

@@ -409,7 +409,7 @@ int main(int argc, char **argv)
     const char *sha[NARCHIVES] = {NULL, NULL}, *words = "yes,no,up,down,left,right,on,off,stop,go";
     w2v_download_options dl = {.retries = 5, .retry_delay = 2};
     int opt;
-    w2v_cli_init("ks-fetch", usage);
+    w2v_cli_init("ks-fetch", usage, argv);
     while ((opt = getopt_long(argc, argv, "h", longopts, NULL)) != -1) {
         if (w2v_cli_common(opt, optarg)) continue;
         switch (opt) {

@@ -888,7 +888,7 @@ int main(int argc, char **argv)
     long seed = 1, nspeakers = 300, per_word = 2, unknown_per_word = 1;
     double snr_min = 10, snr_max = 40, noise_seconds = 60;
     int opt;
-    w2v_cli_init("ks-synth", usage);
+    w2v_cli_init("ks-synth", usage, argv);
     while ((opt = getopt_long(argc, argv, "ho:j:", longopts, NULL)) != -1) {
         if (opt == 'j') opt = W2V_OPT_THREADS;
         if (w2v_cli_common(opt, optarg)) continue;

@@ -64,7 +64,7 @@ int main(int argc, char **argv)
         {0, 0, 0, 0},
     };
     int do_list = 0, force = 0, opt;
-    w2v_cli_init("w2v-convert", usage);
+    w2v_cli_init("w2v-convert", usage, argv);
     while ((opt = getopt_long(argc, argv, "hf", longopts, NULL)) != -1) {
         if (w2v_cli_common(opt, optarg)) continue;
         switch (opt) {

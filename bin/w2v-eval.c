@@ -184,7 +184,7 @@ int main(int argc, char **argv)
     const char *model_dir = NULL, *json_path = NULL, *pred_path = NULL;
     long batch_size = 8;
     int opt;
-    w2v_cli_init("w2v-eval", usage);
+    w2v_cli_init("w2v-eval", usage, argv);
     while ((opt = getopt_long(argc, argv, "hm:b:", longopts, NULL)) != -1) {
         if (w2v_cli_common(opt, optarg)) continue;
         switch (opt) {

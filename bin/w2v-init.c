@@ -86,7 +86,7 @@ int main(int argc, char **argv)
     char *sets = malloc(sets_cap);
     if (!sets) w2v_die("out of memory");
     strcpy(sets, "{");
-    w2v_cli_init("w2v-init", usage);
+    w2v_cli_init("w2v-init", usage, argv);
     while ((opt = getopt_long(argc, argv, "ho:", longopts, NULL)) != -1) {
         if (w2v_cli_common(opt, optarg)) continue;
         switch (opt) {

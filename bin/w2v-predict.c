@@ -260,7 +260,7 @@ int main(int argc, char **argv)
     double window = 0, hop = 0;
     predictor p = {0};
     int opt;
-    w2v_cli_init("w2v-predict", usage);
+    w2v_cli_init("w2v-predict", usage, argv);
     while ((opt = getopt_long(argc, argv, "hm:o:b:k:", longopts, NULL)) != -1) {
         if (w2v_cli_common(opt, optarg)) continue;
         switch (opt) {

@@ -389,7 +389,7 @@ int main(int argc, char **argv)
 {
     args a;
     char err[1024];
-    w2v_cli_init("w2v-train", usage);
+    w2v_cli_init("w2v-train", usage, argv);
     parse_args(argc, argv, &a);
 
     w2v_reader *r = w2v_reader_open(a.input, err, sizeof err);

@@ -18,9 +18,11 @@ enum { W2V_OPT_VERSION = 0x1000, W2V_OPT_PROGRESS, W2V_OPT_QUIET, W2V_OPT_THREAD
 #define W2V_COMMON_LONGOPTS \
     {"help", no_argument, 0, 'h'}, {"version", no_argument, 0, W2V_OPT_VERSION}
 
-/* Call first: records the program name and usage text, restores the default
- * SIGPIPE action so a closed pipe ends the program quietly. */
-void w2v_cli_init(const char *program, const char *usage);
+/* Call first, with main's argv: records the program name and usage text,
+ * restores the default SIGPIPE action so a closed pipe ends the program
+ * quietly, and makes idle OpenMP threads sleep rather than spin (see
+ * lib/cli.c). */
+void w2v_cli_init(const char *program, const char *usage, char **argv);
 const char *w2v_program(void);
 
 /* Handles the options common to all programs (help, version, progress,
