@@ -13,7 +13,9 @@ PKGS     := sndfile samplerate msgpack openblas libcurl libarchive jansson libcr
 CPPFLAGS += -Iinclude -D_GNU_SOURCE -DW2V_VERSION='"$(VERSION)"'
 DEPCFLAGS = $(shell pkg-config --cflags $(PKGS) 2>/dev/null)
 DEPLIBS   = $(shell pkg-config --libs $(PKGS) 2>/dev/null)
-ALL_CFLAGS = $(CFLAGS) $(WARN) -fopenmp -pthread $(DEPCFLAGS) $(CPPFLAGS)
+# -fno-trapping-math: FP exception flags are never read here, and without it
+# gcc will not turn the clamps of the elementwise loops into vector min/max.
+ALL_CFLAGS = $(CFLAGS) $(WARN) -fno-trapping-math -fopenmp -pthread $(DEPCFLAGS) $(CPPFLAGS)
 # --as-needed: a program loads only the libraries it uses (no OpenBLAS
 # thread pool in ks-cat, no espeak-ng outside ks-synth).
 LDFLAGS  += -Wl,--as-needed

@@ -1,5 +1,7 @@
-/* LayerNorm and GroupNorm.  Statistics are summed in double: GroupNorm runs
- * over thousands of frames, where float sums would drift from torch's. */
+/* LayerNorm and GroupNorm.  A LayerNorm row (at most a few thousand
+ * channels) is summed in float, two passes, so the loops vectorise; GroupNorm
+ * runs over thousands of frames and sums in double, where float sums would
+ * drift from torch's. */
 #include "ops.h"
 #include "internal.h"
 
@@ -12,14 +14,16 @@ void layernorm_forward(float *out, float *mean, float *rstd, const float *x, con
     #pragma omp parallel for
     for (int n = 0; n < N; n++) {
         const float *xr = x + (long)n * C;
-        float *o = out + (long)n * C;
-        double s = 0, ss = 0;
+        float *o = out + (long)n * C, s = 0, ss = 0;
+        #pragma omp simd reduction(+ : s)
         for (int c = 0; c < C; c++) s += xr[c];
-        double m = s / C;
+        float m = s / (float)C;
+        #pragma omp simd reduction(+ : ss)
         for (int c = 0; c < C; c++) ss += (xr[c] - m) * (xr[c] - m);
-        float r = (float)(1.0 / sqrt(ss / C + eps)), mf = (float)m;
-        for (int c = 0; c < C; c++) o[c] = (xr[c] - mf) * r * w[c] + b[c];
-        mean[n] = mf;
+        float r = 1.0f / sqrtf(ss / (float)C + eps);
+        #pragma omp simd
+        for (int c = 0; c < C; c++) o[c] = (xr[c] - m) * r * w[c] + b[c];
+        mean[n] = m;
         rstd[n] = r;
     }
 }
@@ -35,12 +39,21 @@ void layernorm_backward(float *dx, float *dw, float *db, const float *dout, cons
         #pragma omp parallel for schedule(static)
         for (int b = 0; b < nb; b++) {
             double *pw = part + (long)b * 2 * C, *pb = pw + C;
-            for (long n = (long)N * b / nb; n < (long)N * (b + 1) / nb; n++)
-                for (int c = 0; c < C; c++) {
-                    float g = dout[n * C + c];
-                    pw[c] += g * (x[n * C + c] - mean[n]) * rstd[n];
-                    pb[c] += g;
+            float *fw = xcalloc((size_t)C * 2, sizeof *fw), *fb = fw + C;
+            /* float partial sums over runs of 64 rows, vectorised, then into double */
+            for (long n0 = (long)N * b / nb, end = (long)N * (b + 1) / nb; n0 < end; n0 += 64) {
+                for (long n = n0; n < end && n < n0 + 64; n++) {
+                    float mn = mean[n], rs = rstd[n];
+                    #pragma omp simd
+                    for (int c = 0; c < C; c++) {
+                        float g = dout[n * C + c];
+                        fw[c] += g * (x[n * C + c] - mn) * rs;
+                        fb[c] += g;
+                    }
                 }
+                for (int c = 0; c < C; c++) pw[c] += fw[c], pb[c] += fb[c], fw[c] = fb[c] = 0;
+            }
+            free(fw);
         }
         for (int c = 0; c < C; c++) {
             double sw = 0, sb = 0;
@@ -55,13 +68,15 @@ void layernorm_backward(float *dx, float *dw, float *db, const float *dout, cons
     for (int n = 0; n < N; n++) {
         const float *xr = x + (long)n * C, *g = dout + (long)n * C;
         float *d = dx + (long)n * C, m = mean[n], r = rstd[n];
-        double s1 = 0, s2 = 0; /* mean of dnorm and of dnorm * xhat */
+        float s1 = 0, s2 = 0; /* mean of dnorm and of dnorm * xhat */
+        #pragma omp simd reduction(+ : s1, s2)
         for (int c = 0; c < C; c++) {
             float dn = g[c] * w[c], xh = (xr[c] - m) * r;
             s1 += dn;
             s2 += dn * xh;
         }
-        float a = (float)(s1 / C), bq = (float)(s2 / C);
+        float a = s1 / (float)C, bq = s2 / (float)C;
+        #pragma omp simd
         for (int c = 0; c < C; c++) {
             float dn = g[c] * w[c], xh = (xr[c] - m) * r;
             d[c] += r * (dn - a - xh * bq);
