@@ -28,6 +28,8 @@ BIN_SRC  := $(sort $(wildcard bin/*.c))
 PROGS    := $(BIN_SRC:bin/%.c=build/bin/%)
 UNIT_SRC := $(sort $(wildcard tests/unit/*.c))
 UNITS    := $(UNIT_SRC:tests/unit/%.c=build/tests/%)
+BENCH_SRC := $(sort $(wildcard bench/*.c))
+BENCHES  := $(BENCH_SRC:bench/%.c=build/bench/%)
 HEADERS  := $(wildcard include/w2v/*.h) $(wildcard lib/*.h)
 MAN1     := $(wildcard man/man1/*.1)
 MAN5     := $(wildcard man/man5/*.5)
@@ -43,9 +45,11 @@ build/libw2v.a: $(LIB_OBJ)
 	rm -f $@ && ar rcs $@ $^
 build/bin/%: bin/%.c build/libw2v.a $(HEADERS) | build/bin
 	$(CC) $(ALL_CFLAGS) -o $@ $< build/libw2v.a $(LDFLAGS) $(LDLIBS)
+build/bench/%: bench/%.c build/libw2v.a $(HEADERS) | build/bench
+	$(CC) $(ALL_CFLAGS) -o $@ $< build/libw2v.a $(LDFLAGS) $(LDLIBS)
 build/tests/%: tests/unit/%.c tests/unit/unit.h build/libw2v.a $(HEADERS) | build/tests
 	$(CC) $(ALL_CFLAGS) -Ilib -o $@ $< build/libw2v.a $(LDFLAGS) $(LDLIBS)
-build/lib build/bin build/tests:
+build/lib build/bin build/tests build/bench:
 	mkdir -p $@
 
 # Installs what is missing; as a non-root user prints the command instead.
@@ -70,7 +74,7 @@ bats: $(PROGS)
 
 bench:
 	$(MAKE) deps EXTRA_DEBS="$(BENCH_DEBS)"
-	$(MAKE) all
+	$(MAKE) all $(BENCHES)
 	bench/run
 
 demo: deps
