@@ -263,13 +263,13 @@ def count_params(model):
 def bench(args):
     torch.set_num_threads(args.threads)
     torch.manual_seed(args.seed)
+    t_setup = time.perf_counter()
     c = load_config(args.config)
     model = Wav2Vec2Classifier(c)
     nparams = count_params(model)
     x = torch.randn(args.batch, args.samples)  # unit variance, as normalised clips
     labels = torch.randint(0, c["num_labels"], (args.batch,))
     train = args.mode != "infer"
-    times, loss = [], None
     if train:
         if args.mode == "train-frozen":
             model.freeze_feature_encoder()
@@ -277,33 +277,40 @@ def bench(args):
         # Trainer's defaults: lr 5e-5, betas (0.9, 0.999), eps 1e-8, no weight decay, clipping at 1.0
         opt = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=5e-5, weight_decay=0.0)
         lossf = nn.CrossEntropyLoss()
-        for it in range(args.warmup + args.iters):
-            t0 = time.perf_counter()
-            model.zero_grad()
-            loss = lossf(model(x), labels)
-            loss.backward()
-            nn.utils.clip_grad_norm_(model.parameters(), 1.0)
-            opt.step()
-            if it >= args.warmup:
-                times.append(time.perf_counter() - t0)
     else:
         model.eval()
-        with torch.no_grad():
-            for it in range(args.warmup + args.iters):
-                t0 = time.perf_counter()
+    t_setup = time.perf_counter() - t_setup
+    steps, phases, loss = [], [], None  # phases: forward, backward, optimizer (+ zero_grad) per timed step
+    for it in range(args.warmup + args.iters):
+        t = [time.perf_counter()]
+        if train:
+            loss = lossf(model(x), labels)
+            t.append(time.perf_counter())
+            loss.backward()
+            t.append(time.perf_counter())
+            nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+            opt.step()
+            model.zero_grad()  # as Trainer, after the step
+        else:
+            with torch.no_grad():
                 model(x)
-                if it >= args.warmup:
-                    times.append(time.perf_counter() - t0)
-    med = statistics.median(times)
+        t.append(time.perf_counter())
+        if it >= args.warmup:
+            steps.append(t[-1] - t[0])
+            phases.append([b - a for a, b in zip(t, t[1:])])
+    med = statistics.median(steps)
     out = {
         "impl": "torch", "mode": args.mode, "config": args.config or "base", "batch": args.batch,
         "samples": args.samples, "threads": torch.get_num_threads(), "warmup": args.warmup, "iters": args.iters,
-        "params": nparams, "median_s": med, "min_s": min(times), "max_s": max(times),
+        "params": nparams, "setup_s": t_setup, "median_s": med, "min_s": min(steps), "max_s": max(steps),
         "clips_per_s": args.batch / med, "rtf": med / (args.batch * args.samples / 16000),
         "peak_rss_mib": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, "torch": torch.__version__,
     }
-    if loss is not None and math.isfinite(loss.item()):
-        out["loss"] = loss.item()
+    if train:
+        for i, name in enumerate(("forward_s", "backward_s", "optim_s")):
+            out[name] = statistics.median(p[i] for p in phases)
+        if math.isfinite(loss.item()):
+            out["loss"] = loss.item()
     print(json.dumps(out, separators=(",", ":")))
 
 
@@ -371,15 +378,19 @@ def verify_golden(d):
 
 def main():
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0], formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--mode", choices=MODES, default="infer")
-    ap.add_argument("--config", help="a model directory (its config.json) or a config.json [facebook/wav2vec2-base]")
-    ap.add_argument("--batch", type=int, default=8)
-    ap.add_argument("--samples", type=int, default=16000)
-    ap.add_argument("--warmup", type=int, default=2)
-    ap.add_argument("--iters", type=int, default=10)
-    ap.add_argument("--seed", type=int, default=0)
-    ap.add_argument("--threads", type=int, default=len(os.sched_getaffinity(0)))
-    ap.add_argument("--verify-golden", metavar="DIR", nargs="+", help="check against golden case directories")
+    ap.add_argument("--mode", choices=MODES, default="infer",
+                    help="eval-mode forward under no_grad, or forward, backward and AdamW [infer]")
+    ap.add_argument("--config", metavar="DIR", help="a model directory (its config.json) or a config.json "
+                    "[facebook/wav2vec2-base]")
+    ap.add_argument("--batch", type=int, default=8, help="clips per forward pass [8]")
+    ap.add_argument("--samples", type=int, default=16000, help="samples per clip, 16 kHz [16000]")
+    ap.add_argument("--warmup", type=int, default=2, help="untimed iterations first [2]")
+    ap.add_argument("--iters", type=int, default=10, help="timed iterations [10]")
+    ap.add_argument("--seed", type=int, default=0, help="torch.manual_seed [0]")
+    ap.add_argument("--threads", type=int, default=len(os.sched_getaffinity(0)),
+                    help="torch.set_num_threads [the cores available]")
+    ap.add_argument("--verify-golden", metavar="DIR", nargs="+",
+                    help="check the forward pass and gradients against golden case directories (no attention mask)")
     args = ap.parse_args()
     if args.verify_golden:
         sys.exit(max(verify_golden(d) for d in args.verify_golden))

@@ -53,6 +53,13 @@ static int cmp_double(const void *a, const void *b)
     return (x > y) - (x < y);
 }
 
+/* Sorts t[0..n-1] and returns its median. */
+static double median(double *t, int n)
+{
+    qsort(t, (size_t)n, sizeof *t, cmp_double);
+    return n % 2 ? t[n / 2] : (t[n / 2 - 1] + t[n / 2]) / 2;
+}
+
 int main(int argc, char **argv)
 {
     static const struct option longopts[] = {
@@ -104,6 +111,7 @@ int main(int argc, char **argv)
     if (w2v_config_frames(&c, T) < 1)
         w2v_usage_error("--samples: %d samples give no frame (at least %ld)", T, w2v_config_min_samples(&c));
 
+    double t_setup = w2v_now();
     w2v_model *m = w2v_model_new(&c);
     w2v_model_init_weights(m, (uint64_t)seed);
     long nparams = 0;
@@ -112,8 +120,12 @@ int main(int argc, char **argv)
     /* audio: unit-variance noise, as normalised clips are */
     float *x = malloc((size_t)B * T * sizeof *x);
     int64_t *lengths = malloc((size_t)B * sizeof *lengths), *labels = malloc((size_t)B * sizeof *labels);
-    double *times = malloc((size_t)iters * sizeof *times);
-    if (!x || !lengths || !labels || !times) w2v_die("out of memory");
+    /* per timed iteration: the whole step, then its forward, backward and optimizer parts */
+    enum { STEP, FWD, BWD, OPT, NPHASES };
+    double *times[NPHASES];
+    for (int p = 0; p < NPHASES; p++)
+        if (!(times[p] = malloc((size_t)iters * sizeof *times[p]))) w2v_die("out of memory");
+    if (!x || !lengths || !labels) w2v_die("out of memory");
     w2v_rng r;
     w2v_rng_seed(&r, (uint64_t)seed + 1);
     for (long j = 0; j < (long)B * T; j++) x[j] = (float)w2v_rng_normal(&r);
@@ -131,33 +143,41 @@ int main(int argc, char **argv)
         oo.schedule = W2V_SCHED_CONSTANT; /* lr stays 5e-5: every timed step moves the weights */
         o = w2v_optim_new(m, &oo);
     }
+    t_setup = w2v_now() - t_setup;
     w2v_input in = {B, T, x, lengths, train ? labels : NULL};
     float loss = 0;
     for (int it = 0; it < warmup + iters; it++) {
         w2v_run run = {train, (uint64_t)seed, (uint64_t)it, -1};
-        double t0 = w2v_now();
-        if (train) w2v_model_zero_grad(m);
+        double t[NPHASES + 1];
+        t[0] = w2v_now();
         loss = w2v_model_forward(m, &in, &run, NULL, err, sizeof err);
         if (loss < 0) w2v_die("forward: %s", err);
+        t[1] = w2v_now();
+        if (train) w2v_model_backward(m, 1.0f);
+        t[2] = w2v_now();
+        double lr;
         if (train) {
-            w2v_model_backward(m, 1.0f);
-            double lr;
             w2v_optim_step(o, m, &lr);
+            w2v_model_zero_grad(m); /* as Trainer, after the step */
         }
-        if (it >= warmup) times[it - warmup] = w2v_now() - t0;
+        t[3] = w2v_now();
+        if (it < warmup) continue;
+        times[STEP][it - warmup] = t[3] - t[0];
+        for (int p = FWD; p <= OPT; p++) times[p][it - warmup] = t[p] - t[p - 1];
     }
 
     struct rusage ru;
     getrusage(RUSAGE_SELF, &ru);
-    qsort(times, (size_t)iters, sizeof *times, cmp_double);
-    double med = iters % 2 ? times[iters / 2] : (times[iters / 2 - 1] + times[iters / 2]) / 2;
-    double audio_s = (double)B * T / c.sampling_rate;
-    json_t *out = json_pack("{s:s, s:s, s:s, s:i, s:i, s:i, s:i, s:i, s:I, s:f, s:f, s:f, s:f, s:f, s:f}",
+    double med = median(times[STEP], iters), audio_s = (double)B * T / c.sampling_rate;
+    json_t *out = json_pack("{s:s, s:s, s:s, s:i, s:i, s:i, s:i, s:i, s:I, s:f, s:f, s:f, s:f, s:f, s:f, s:f}",
                             "impl", "c", "mode", mode_names[mode], "config", config ? config : preset ? preset : "base",
                             "batch", B, "samples", T, "threads", w2v_threads(), "warmup", warmup, "iters", iters,
-                            "params", (json_int_t)nparams, "median_s", med, "min_s", times[0], "max_s",
-                            times[iters - 1], "clips_per_s", B / med, "rtf", med / audio_s, "peak_rss_mib",
-                            ru.ru_maxrss / 1024.0);
+                            "params", (json_int_t)nparams, "setup_s", t_setup, "median_s", med, "min_s",
+                            times[STEP][0], "max_s", times[STEP][iters - 1], "clips_per_s", B / med, "rtf",
+                            med / audio_s, "peak_rss_mib", ru.ru_maxrss / 1024.0);
+    if (out && train)
+        json_object_update_new(out, json_pack("{s:f, s:f, s:f}", "forward_s", median(times[FWD], iters), "backward_s",
+                                              median(times[BWD], iters), "optim_s", median(times[OPT], iters)));
     if (!out) w2v_die("out of memory");
     if (train && isfinite(loss)) json_object_set_new(out, "loss", json_real(loss));
     if (json_dumpf(out, stdout, JSON_COMPACT | JSON_REAL_PRECISION(6)) < 0 || putchar('\n') == EOF) w2v_write_failed("stdout");
@@ -167,7 +187,7 @@ int main(int argc, char **argv)
     free(x);
     free(lengths);
     free(labels);
-    free(times);
+    for (int p = 0; p < NPHASES; p++) free(times[p]);
     w2v_optim_free(o);
     w2v_model_free(m);
     w2v_config_free(&c);
