@@ -28,7 +28,7 @@ DEBS := build-essential pkg-config libsndfile1-dev libsamplerate0-dev libmsgpack
         libopenblas-dev libcurl4-openssl-dev libarchive-dev libjansson-dev libssl-dev \
         libespeak-ng-dev bats bats-assert bats-support python3 python3-msgpack \
         python3-numpy groff-base gnuplot-nox
-BENCH_DEBS := python3-torch time
+BENCH_DEBS := python3-torch
 
 # BUILD: where objects go (the sanitizer build uses its own).
 BUILD    ?= build
@@ -38,6 +38,8 @@ BIN_SRC  := $(sort $(wildcard bin/*.c))
 PROGS    := $(BIN_SRC:bin/%.c=$(BUILD)/bin/%)
 UNIT_SRC := $(sort $(wildcard tests/unit/*.c))
 UNITS    := $(UNIT_SRC:tests/unit/%.c=$(BUILD)/tests/%)
+BENCH_SRC := $(sort $(wildcard bench/*.c))
+BENCHES  := $(BENCH_SRC:bench/%.c=$(BUILD)/bench/%)
 HEADERS  := $(wildcard include/w2v/*.h) $(wildcard lib/*.h)
 MAN1     := $(wildcard man/man1/*.1)
 MAN5     := $(wildcard man/man5/*.5)
@@ -45,17 +47,21 @@ MAN5     := $(wildcard man/man5/*.5)
 .PHONY: all deps check unit bats sanitize bench demo install clean
 .DELETE_ON_ERROR:
 
-all: $(BUILD)/libw2v.a $(PROGS) $(UNITS)
+# benchmarks are built too, so that an API change cannot break them unseen
+all: $(BUILD)/libw2v.a $(PROGS) $(UNITS) $(BENCHES)
 
 $(BUILD)/lib/%.o: lib/%.c $(HEADERS) | $(BUILD)/lib
 	$(CC) $(ALL_CFLAGS) -c -o $@ $<
 $(BUILD)/libw2v.a: $(LIB_OBJ)
 	rm -f $@ && ar rcs $@ $^
+LINK = $(CC) $(ALL_CFLAGS) -o $@ $< $(BUILD)/libw2v.a $(LDFLAGS) $(LDLIBS)
 $(BUILD)/bin/%: bin/%.c $(BUILD)/libw2v.a $(HEADERS) | $(BUILD)/bin
-	$(CC) $(ALL_CFLAGS) -o $@ $< $(BUILD)/libw2v.a $(LDFLAGS) $(LDLIBS)
+	$(LINK)
+$(BUILD)/bench/%: bench/%.c $(BUILD)/libw2v.a $(HEADERS) | $(BUILD)/bench
+	$(LINK)
 $(BUILD)/tests/%: tests/unit/%.c tests/unit/unit.h $(BUILD)/libw2v.a $(HEADERS) | $(BUILD)/tests
 	$(CC) $(ALL_CFLAGS) -Ilib -o $@ $< $(BUILD)/libw2v.a $(LDFLAGS) $(LDLIBS)
-$(BUILD)/lib $(BUILD)/bin $(BUILD)/tests:
+$(BUILD)/lib $(BUILD)/bin $(BUILD)/tests $(BUILD)/bench:
 	mkdir -p $@
 
 # Installs what is missing; as a non-root user prints the command instead.
@@ -94,7 +100,7 @@ bats: $(PROGS)
 
 bench:
 	$(MAKE) deps EXTRA_DEBS="$(BENCH_DEBS)"
-	$(MAKE) all
+	$(MAKE) all $(BENCHES)
 	bench/run
 
 demo: deps

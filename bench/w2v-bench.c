@@ -1,0 +1,195 @@
+/* w2v-bench: time the library's forward pass or training step on one
+ * configuration and print one JSON line.  One configuration per process, so
+ * that the peak RSS (getrusage) is that configuration's alone. */
+#include "w2v/cli.h"
+#include "w2v/config.h"
+#include "w2v/corpus.h"
+#include "w2v/model.h"
+#include "w2v/optim.h"
+#include "w2v/rng.h"
+
+#include <getopt.h>
+#include <jansson.h>
+#include <limits.h>
+#include <math.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/resource.h>
+
+static const char usage[] =
+    "w2v-bench: time Wav2Vec2 inference or training steps (libw2v) on random audio\n"
+    "\n"
+    "Usage: w2v-bench [options]            (prints one JSON line on stdout)\n"
+    " e.g.: w2v-bench --mode infer --batch 1 --iters 20\n"
+    "       w2v-bench --mode train-frozen --config model --threads 2\n"
+    "\n"
+    "A randomly initialised model (12 labels) runs warm-up iterations, then\n"
+    "timed ones; the median gives clips/s and the real-time factor (seconds of\n"
+    "compute per second of audio).  Peak RSS is the whole process's.  Training\n"
+    "steps are forward (train mode: dropout on, SpecAugment off), backward and\n"
+    "AdamW with clipping at 1.0 (w2v_optim_defaults).\n"
+    "\n"
+    "Options:\n"
+    "  --mode M          infer (eval-mode forward), train (forward, backward, AdamW)\n"
+    "                    or train-frozen (the same, conv feature encoder frozen) [infer]\n"
+    "  --preset NAME     base (facebook/wav2vec2-base), small or tiny [base]\n"
+    "  --config DIR      a model directory's config.json instead of a preset\n"
+    "  --batch N         clips per forward pass [8]\n"
+    "  --samples N       samples per clip, 16 kHz [16000]\n"
+    "  --warmup N        untimed iterations first [2]\n"
+    "  --iters N         timed iterations [10]\n"
+    "  --seed N          weights, audio and dropout seed [0]\n"
+    "  --threads N       threads [the cores available]\n"
+    "  -h, --help        this text\n"
+    "  --version         print the version\n";
+
+enum { OPT_MODE = 1, OPT_PRESET, OPT_CONFIG, OPT_BATCH, OPT_SAMPLES, OPT_WARMUP, OPT_ITERS, OPT_SEED };
+enum { MODE_INFER, MODE_TRAIN, MODE_TRAIN_FROZEN };
+static const char *const mode_names[] = {"infer", "train", "train-frozen"};
+
+static int cmp_double(const void *a, const void *b)
+{
+    double x = *(const double *)a, y = *(const double *)b;
+    return (x > y) - (x < y);
+}
+
+/* Sorts t[0..n-1] and returns its median. */
+static double median(double *t, int n)
+{
+    qsort(t, (size_t)n, sizeof *t, cmp_double);
+    return n % 2 ? t[n / 2] : (t[n / 2 - 1] + t[n / 2]) / 2;
+}
+
+int main(int argc, char **argv)
+{
+    static const struct option longopts[] = {
+        W2V_COMMON_LONGOPTS,
+        {"mode", required_argument, 0, OPT_MODE},
+        {"preset", required_argument, 0, OPT_PRESET},
+        {"config", required_argument, 0, OPT_CONFIG},
+        {"batch", required_argument, 0, OPT_BATCH},
+        {"samples", required_argument, 0, OPT_SAMPLES},
+        {"warmup", required_argument, 0, OPT_WARMUP},
+        {"iters", required_argument, 0, OPT_ITERS},
+        {"seed", required_argument, 0, OPT_SEED},
+        {"threads", required_argument, 0, W2V_OPT_THREADS},
+        {0, 0, 0, 0},
+    };
+    const char *preset = NULL, *config = NULL;
+    int opt, mode = MODE_INFER, B = 8, T = 16000, warmup = 2, iters = 10;
+    long seed = 0;
+    char err[1024];
+    w2v_cli_init("w2v-bench", usage, argv);
+    while ((opt = getopt_long(argc, argv, "h", longopts, NULL)) != -1) {
+        if (w2v_cli_common(opt, optarg)) continue;
+        switch (opt) {
+        case OPT_MODE:
+            for (mode = 0; mode < 3 && strcmp(optarg, mode_names[mode]); mode++) {}
+            if (mode == 3) w2v_usage_error("--mode: infer, train or train-frozen, not '%s'", optarg);
+            break;
+        case OPT_PRESET: preset = optarg; break;
+        case OPT_CONFIG: config = optarg; break;
+        case OPT_BATCH: B = (int)w2v_parse_long("--batch", optarg, 1, 4096); break;
+        case OPT_SAMPLES: T = (int)w2v_parse_long("--samples", optarg, 1, 16000 * 600); break;
+        case OPT_WARMUP: warmup = (int)w2v_parse_long("--warmup", optarg, 0, 100000); break;
+        case OPT_ITERS: iters = (int)w2v_parse_long("--iters", optarg, 1, 100000); break;
+        case OPT_SEED: seed = w2v_parse_long("--seed", optarg, 0, LONG_MAX); break;
+        }
+    }
+    if (optind < argc) w2v_usage_error("unexpected argument '%s'", argv[optind]);
+    if (preset && config) w2v_usage_error("--preset and --config exclude each other");
+
+    w2v_config c;
+    if (config) {
+        if (w2v_config_load(&c, config, err, sizeof err) < 0) w2v_die("%s", err);
+    } else if (w2v_config_preset(&c, preset ? preset : "base", err, sizeof err) < 0)
+        w2v_usage_error("--preset: %s", err);
+    /* SpecAugment is left out of the timing (the PyTorch twin has none);
+     * masked_spec_embed stays, so the parameter count is unchanged */
+    if (w2v_config_update(&c, "{\"apply_spec_augment\":false}", err, sizeof err) < 0) w2v_die("%s", err);
+    w2v_config_set_labels(&c, W2V_KS_NLABELS, (char *const *)w2v_ks_labels);
+    if (w2v_config_frames(&c, T) < 1)
+        w2v_usage_error("--samples: %d samples give no frame (at least %ld)", T, w2v_config_min_samples(&c));
+
+    double t_setup = w2v_now();
+    w2v_model *m = w2v_model_new(&c);
+    w2v_model_init_weights(m, (uint64_t)seed);
+    long nparams = 0;
+    for (int i = 0; i < w2v_model_num_params(m); i++) nparams += w2v_model_param(m, i)->size;
+
+    /* audio: unit-variance noise, as normalised clips are */
+    float *x = malloc((size_t)B * T * sizeof *x);
+    int64_t *lengths = malloc((size_t)B * sizeof *lengths), *labels = malloc((size_t)B * sizeof *labels);
+    /* per timed iteration: the whole step, then its forward, backward and optimizer parts */
+    enum { STEP, FWD, BWD, OPT, NPHASES };
+    double *times[NPHASES];
+    for (int p = 0; p < NPHASES; p++)
+        if (!(times[p] = malloc((size_t)iters * sizeof *times[p]))) w2v_die("out of memory");
+    if (!x || !lengths || !labels) w2v_die("out of memory");
+    w2v_rng r;
+    w2v_rng_seed(&r, (uint64_t)seed + 1);
+    for (long j = 0; j < (long)B * T; j++) x[j] = (float)w2v_rng_normal(&r);
+    for (int b = 0; b < B; b++) {
+        lengths[b] = T;
+        labels[b] = (int64_t)w2v_rng_below(&r, W2V_KS_NLABELS);
+    }
+
+    int train = mode != MODE_INFER;
+    w2v_optim *o = NULL;
+    if (train) {
+        w2v_model_freeze_feature_encoder(m, mode == MODE_TRAIN_FROZEN);
+        w2v_optim_opts oo;
+        w2v_optim_defaults(&oo);
+        oo.schedule = W2V_SCHED_CONSTANT; /* lr stays 5e-5: every timed step moves the weights */
+        o = w2v_optim_new(m, &oo);
+    }
+    t_setup = w2v_now() - t_setup;
+    w2v_input in = {B, T, x, lengths, train ? labels : NULL};
+    float loss = 0;
+    for (int it = 0; it < warmup + iters; it++) {
+        w2v_run run = {train, (uint64_t)seed, (uint64_t)it, -1};
+        double t[NPHASES + 1];
+        t[0] = w2v_now();
+        loss = w2v_model_forward(m, &in, &run, NULL, err, sizeof err);
+        if (loss < 0) w2v_die("forward: %s", err);
+        t[1] = w2v_now();
+        if (train) w2v_model_backward(m, 1.0f);
+        t[2] = w2v_now();
+        double lr;
+        if (train) {
+            w2v_optim_step(o, m, &lr);
+            w2v_model_zero_grad(m); /* as Trainer, after the step */
+        }
+        t[3] = w2v_now();
+        if (it < warmup) continue;
+        times[STEP][it - warmup] = t[3] - t[0];
+        for (int p = FWD; p <= OPT; p++) times[p][it - warmup] = t[p] - t[p - 1];
+    }
+
+    struct rusage ru;
+    getrusage(RUSAGE_SELF, &ru);
+    double med = median(times[STEP], iters), audio_s = (double)B * T / c.sampling_rate;
+    json_t *out = json_pack("{s:s, s:s, s:s, s:i, s:i, s:i, s:i, s:i, s:I, s:f, s:f, s:f, s:f, s:f, s:f, s:f}",
+                            "impl", "c", "mode", mode_names[mode], "config", config ? config : preset ? preset : "base",
+                            "batch", B, "samples", T, "threads", w2v_threads(), "warmup", warmup, "iters", iters,
+                            "params", (json_int_t)nparams, "setup_s", t_setup, "median_s", med, "min_s",
+                            times[STEP][0], "max_s", times[STEP][iters - 1], "clips_per_s", B / med, "rtf",
+                            med / audio_s, "peak_rss_mib", ru.ru_maxrss / 1024.0);
+    if (out && train)
+        json_object_update_new(out, json_pack("{s:f, s:f, s:f}", "forward_s", median(times[FWD], iters), "backward_s",
+                                              median(times[BWD], iters), "optim_s", median(times[OPT], iters)));
+    if (!out) w2v_die("out of memory");
+    if (train && isfinite(loss)) json_object_set_new(out, "loss", json_real(loss));
+    if (json_dumpf(out, stdout, JSON_COMPACT | JSON_REAL_PRECISION(6)) < 0 || putchar('\n') == EOF) w2v_write_failed("stdout");
+    json_decref(out);
+    if (fflush(stdout) != 0 || ferror(stdout)) w2v_write_failed("stdout");
+
+    free(x);
+    free(lengths);
+    free(labels);
+    for (int p = 0; p < NPHASES; p++) free(times[p]);
+    w2v_optim_free(o);
+    w2v_model_free(m);
+    w2v_config_free(&c);
+    return 0;
+}
