@@ -208,9 +208,7 @@ w2v_model *w2v_model_new(const w2v_config *c)
     m->g.layer = xcalloc((size_t)L + 1, sizeof *m->g.layer);
     m->nfloats = walk(m, &m->p, NULL, 1);
     m->block = xalloc_floats((size_t)m->nfloats);
-    m->grad_block = xalloc_floats((size_t)m->nfloats);
     walk(m, &m->p, m->block, 0);
-    walk(m, &m->g, m->grad_block, 0);
     m->a.hidden = xcalloc((size_t)L + 1, sizeof *m->a.hidden);
     m->a.reported = xcalloc((size_t)L + 1, sizeof *m->a.reported);
     m->a.layer = xcalloc((size_t)L + 1, sizeof *m->a.layer);
@@ -267,8 +265,18 @@ float *w2v_model_params(w2v_model *m, long *count)
     return m->block;
 }
 
+/* The gradient block, made when training first needs it (inference never
+ * does: for wav2vec2-base that is 361 MiB not taken). */
+static void ensure_grads(w2v_model *m)
+{
+    if (m->grad_block) return;
+    m->grad_block = xalloc_floats((size_t)m->nfloats);
+    walk(m, &m->g, m->grad_block, 0);
+}
+
 float *w2v_model_grads(w2v_model *m, long *count)
 {
+    ensure_grads(m);
     if (count) *count = m->nfloats;
     return m->grad_block;
 }
@@ -321,7 +329,11 @@ int w2v_model_init_param(w2v_model *m, const char *name, uint64_t seed)
     return 0;
 }
 
-void w2v_model_zero_grad(w2v_model *m) { memset(m->grad_block, 0, (size_t)m->nfloats * sizeof(float)); }
+void w2v_model_zero_grad(w2v_model *m)
+{
+    ensure_grads(m);
+    memset(m->grad_block, 0, (size_t)m->nfloats * sizeof(float));
+}
 void w2v_model_freeze_feature_encoder(w2v_model *m, int frozen) { m->frozen = frozen; }
 int w2v_model_feature_encoder_frozen(const w2v_model *m) { return m->frozen; }
 
@@ -773,6 +785,7 @@ void w2v_model_backward(w2v_model *m, float scale)
     long nh = (long)BF * H;
     const int *valid = m->used_mask ? a->valid : NULL;
     if (!m->has_labels) return;
+    ensure_grads(m);
 
     /* head */
     zero(d->logits, (long)B * n);

@@ -85,17 +85,24 @@ float w2v_optim_step(w2v_optim *opt, w2v_model *m, double *lr_used)
     float *p = w2v_model_params(m, NULL), *g = w2v_model_grads(m, NULL);
     int np = w2v_model_num_params(m);
     const w2v_optim_opts *o = &opt->o;
+    double *norms = xcalloc((size_t)np, sizeof *norms);
 
-    /* clip_grad_norm_: the norm of the per-parameter norms */
-    double total = 0;
+    /* clip_grad_norm_: the norm of the per-parameter norms.  One parallel
+     * region over the tensors (a region per tensor costs more than the
+     * work when the cores are shared); each tensor summed serially, so the
+     * result does not depend on the threads. */
+    #pragma omp parallel for schedule(dynamic)
     for (int i = 0; i < np; i++) {
         if (!w2v_model_param_has_grad(m, i)) continue;
         const w2v_param *pp = w2v_model_param(m, i);
-        double ss = 0; /* serial: a fixed order of additions, run to run */
+        double ss = 0;
         for (long j = 0; j < pp->size; j++) ss += (double)g[pp->offset + j] * g[pp->offset + j];
         float norm = (float)sqrt(ss);
-        total += (double)norm * norm;
+        norms[i] = (double)norm * norm;
     }
+    double total = 0;
+    for (int i = 0; i < np; i++) total += norms[i];
+    free(norms);
     float total_norm = (float)sqrt(total);
     float coef = 1.0f;
     if (o->max_grad_norm > 0) {
@@ -105,6 +112,7 @@ float w2v_optim_step(w2v_optim *opt, w2v_model *m, double *lr_used)
 
     double lr = w2v_schedule_lr(o, opt->steps);
     if (lr_used) *lr_used = lr;
+    #pragma omp parallel for schedule(dynamic)
     for (int i = 0; i < np; i++) {
         if (!w2v_model_param_has_grad(m, i)) continue; /* torch skips a grad of None */
         const w2v_param *pp = w2v_model_param(m, i);
@@ -115,7 +123,7 @@ float w2v_optim_step(w2v_optim *opt, w2v_model *m, double *lr_used)
         float a1 = (float)(1.0 - o->beta1), a2 = (float)(1.0 - o->beta2);
         float bc2s = (float)sqrt(bc2), eps = (float)o->eps, step = (float)(-(lr / bc1));
         float *pv = p + pp->offset, *gv = g + pp->offset, *mv = opt->m + pp->offset, *vv = opt->v + pp->offset;
-        #pragma omp parallel for
+        #pragma omp simd
         for (long j = 0; j < pp->size; j++) {
             float gj = gv[j] * coef;
             pv[j] *= decay;

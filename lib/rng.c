@@ -13,6 +13,8 @@ static uint64_t splitmix64(uint64_t *x)
 
 void w2v_rng_seed(w2v_rng *r, uint64_t seed)
 {
+    r->has_spare = 0;
+    r->spare = 0;
     for (int i = 0; i < 4; i++) r->s[i] = splitmix64(&seed);
 }
 
@@ -43,8 +45,15 @@ uint64_t w2v_rng_below(w2v_rng *r, uint64_t n)
 
 double w2v_rng_normal(w2v_rng *r)
 {
-    double u = 1.0 - w2v_rng_uniform(r), v = w2v_rng_uniform(r);
-    return sqrt(-2.0 * log(u)) * cos(2.0 * M_PI * v);
+    /* Box-Muller makes two: the second is kept for the next call */
+    if (r->has_spare) {
+        r->has_spare = 0;
+        return r->spare;
+    }
+    double u = 1.0 - w2v_rng_uniform(r), v = w2v_rng_uniform(r), rad = sqrt(-2.0 * log(u));
+    r->spare = rad * sin(2.0 * M_PI * v);
+    r->has_spare = 1;
+    return rad * cos(2.0 * M_PI * v);
 }
 
 void w2v_rng_shuffle(w2v_rng *r, long *idx, long n)

@@ -6,7 +6,11 @@
 
 #include <stdint.h>
 
-typedef struct { uint64_t s[4]; } w2v_rng;
+typedef struct {
+    uint64_t s[4];
+    double spare; /* the second normal of a Box-Muller pair */
+    int has_spare;
+} w2v_rng;
 
 void w2v_rng_seed(w2v_rng *r, uint64_t seed);
 uint64_t w2v_rng_next(w2v_rng *r);
