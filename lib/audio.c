@@ -94,8 +94,6 @@ w2v_audio *w2v_audio_open(const char *path, int rate, int converter, char *err, 
 }
 
 const char *w2v_audio_error(const w2v_audio *a) { return a->error; }
-int w2v_audio_file_rate(const w2v_audio *a) { return a->info.samplerate; }
-int w2v_audio_channels(const w2v_audio *a) { return a->info.channels; }
 
 int64_t w2v_audio_length(const w2v_audio *a)
 {

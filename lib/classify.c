@@ -94,8 +94,6 @@ void w2v_classifier_free(w2v_classifier *c)
     free(c);
 }
 
-int w2v_classifier_pads(const w2v_classifier *c) { return c->pads; }
-
 static int too_short(const w2v_classifier *c, const char *key, int64_t n, char *err, size_t errlen)
 {
     const w2v_config *cfg = w2v_model_config(c->m);

@@ -37,8 +37,6 @@ void w2v_cli_init(const char *program, const char *usage, char **argv)
     }
 }
 
-const char *w2v_program(void) { return prog; }
-int w2v_quiet(void) { return quiet; }
 
 static void vmessage(const char *fmt, va_list ap)
 {

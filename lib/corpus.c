@@ -26,12 +26,6 @@ const char *w2v_ks_label(const char *folder, const char *const *keywords, int nk
     return w2v_ks_labels[W2V_KS_NKEYWORDS + 1];
 }
 
-int w2v_ks_label_id(const char *label)
-{
-    for (int i = 0; i < W2V_KS_NLABELS; i++)
-        if (!strcmp(label, w2v_ks_labels[i])) return i;
-    return -1;
-}
 
 static const char *bad_word(const char *w, size_t n)
 {
@@ -102,7 +96,3 @@ w2v_set w2v_which_set(const char *filename, double validation_percentage,
     return W2V_SET_TRAINING;
 }
 
-const char *w2v_set_name(w2v_set s)
-{
-    return s == W2V_SET_VALIDATION ? "validation" : s == W2V_SET_TESTING ? "testing" : "training";
-}

@@ -248,7 +248,6 @@ void w2v_model_free(w2v_model *m)
 }
 
 const w2v_config *w2v_model_config(const w2v_model *m) { return &m->cfg; }
-w2v_config *w2v_model_config_mut(w2v_model *m) { return &m->cfg; }
 int w2v_model_num_params(const w2v_model *m) { return m->nparams; }
 const w2v_param *w2v_model_param(const w2v_model *m, int i) { return i >= 0 && i < m->nparams ? &m->params[i] : NULL; }
 
@@ -335,7 +334,6 @@ void w2v_model_zero_grad(w2v_model *m)
     memset(m->grad_block, 0, (size_t)m->nfloats * sizeof(float));
 }
 void w2v_model_freeze_feature_encoder(w2v_model *m, int frozen) { m->frozen = frozen; }
-int w2v_model_feature_encoder_frozen(const w2v_model *m) { return m->frozen; }
 
 int w2v_model_param_has_grad(const w2v_model *m, int i)
 {
@@ -925,4 +923,3 @@ const float *w2v_model_activation(const w2v_model *m, const char *name, int64_t 
 }
 
 const int *w2v_model_valid_frames(const w2v_model *m) { return m->a.valid; }
-int w2v_model_frames(const w2v_model *m) { return m->a.F; }

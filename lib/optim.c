@@ -38,7 +38,6 @@ int w2v_schedule_parse(const char *name)
     return -1;
 }
 
-const char *w2v_schedule_name(w2v_schedule s) { return sched_names[s]; }
 
 double w2v_schedule_lr(const w2v_optim_opts *o, long step)
 {

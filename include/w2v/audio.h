@@ -29,9 +29,6 @@ w2v_audio *w2v_audio_open(const char *path, int rate, int converter, char *err, 
  * at the end, -1 on error (w2v_audio_error).  Fewer than n only at the end. */
 long w2v_audio_read(w2v_audio *a, float *buf, long n);
 const char *w2v_audio_error(const w2v_audio *a);
-/* The file's own sample rate and channel count. */
-int w2v_audio_file_rate(const w2v_audio *a);
-int w2v_audio_channels(const w2v_audio *a);
 /* Samples the whole input will give at the wanted rate, approximately when
  * resampling; -1 when unknown (a pipe). */
 int64_t w2v_audio_length(const w2v_audio *a);

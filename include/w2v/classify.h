@@ -40,10 +40,6 @@ typedef struct w2v_classifier w2v_classifier;
 /* A classifier running batches of up to batch_size examples. */
 w2v_classifier *w2v_classifier_new(w2v_model *m, int batch_size, w2v_result_fn fn, void *ctx);
 void w2v_classifier_free(w2v_classifier *c);
-/* Whether the model takes an attention mask (preprocessor_config.json's
- * return_attention_mask): only then may examples of different lengths share
- * a padded batch, as zero padding is signal to a model without one. */
-int w2v_classifier_pads(const w2v_classifier *c);
 /* Queues a copy of one example.  The queue is classified first when it is
  * full, or when the example's length differs from the queued ones' and the
  * model takes no attention mask.  An example shorter than the model's

@@ -23,7 +23,6 @@ enum { W2V_OPT_VERSION = 0x1000, W2V_OPT_PROGRESS, W2V_OPT_QUIET, W2V_OPT_THREAD
  * quietly, and makes idle OpenMP threads sleep rather than spin (see
  * lib/cli.c). */
 void w2v_cli_init(const char *program, const char *usage, char **argv);
-const char *w2v_program(void);
 
 /* Handles the options common to all programs (help, version, progress,
  * quiet, threads).  Returns 1 when opt was one of them. */
@@ -36,7 +35,6 @@ void w2v_usage_error(const char *fmt, ...) __attribute__((format(printf, 1, 2), 
 void w2v_warn(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
 /* Informational line on stderr unless --quiet. */
 void w2v_note(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
-int w2v_quiet(void);
 
 /* Parse numbers from option arguments, or exit with a usage error naming the option. */
 long w2v_parse_long(const char *option, const char *arg, long min, long max);

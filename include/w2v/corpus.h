@@ -17,8 +17,6 @@ extern const char *const w2v_ks_labels[W2V_KS_NLABELS];
  * _background_noise_ and _silence_ become _silence_, anything else
  * _unknown_.  keywords NULL means SUPERB's ten. */
 const char *w2v_ks_label(const char *folder, const char *const *keywords, int nkeywords);
-/* Id of a label name, or -1. */
-int w2v_ks_label_id(const char *label);
 
 /* Parses a comma-separated list of words, which name corpus folders:
  * lower-case letters, digits, '-' and '_' (not first), at most 64 bytes
@@ -34,6 +32,5 @@ void w2v_ks_free_words(char **words);
 typedef enum { W2V_SET_TRAINING, W2V_SET_VALIDATION, W2V_SET_TESTING } w2v_set;
 w2v_set w2v_which_set(const char *filename, double validation_percentage,
                       double testing_percentage);
-const char *w2v_set_name(w2v_set s);
 
 #endif

@@ -25,7 +25,6 @@ typedef struct {
 w2v_model *w2v_model_new(const w2v_config *c);
 void w2v_model_free(w2v_model *m);
 const w2v_config *w2v_model_config(const w2v_model *m);
-w2v_config *w2v_model_config_mut(w2v_model *m);
 /* Initialises every parameter as transformers' _init_weights does. */
 void w2v_model_init_weights(w2v_model *m, uint64_t seed);
 /* One parameter, as _init_weights would (for what a checkpoint lacks). */
@@ -81,7 +80,6 @@ void w2v_model_backward(w2v_model *m, float scale);
 void w2v_model_zero_grad(w2v_model *m);
 /* Skip the conv feature encoder's gradients (HF freeze_feature_encoder). */
 void w2v_model_freeze_feature_encoder(w2v_model *m, int frozen);
-int w2v_model_feature_encoder_frozen(const w2v_model *m);
 /* Whether a parameter got a gradient in the last backward (HF: grad is
  * not None). */
 int w2v_model_param_has_grad(const w2v_model *m, int i);
@@ -94,6 +92,5 @@ const float *w2v_model_activation(const w2v_model *m, const char *name, int64_t 
 /* Frames after the conv encoder for each example of the last forward
  * (valid frames when the mask was used, else all). */
 const int *w2v_model_valid_frames(const w2v_model *m);
-int w2v_model_frames(const w2v_model *m);
 
 #endif
