@@ -26,9 +26,14 @@ long conv1d_scratch(const conv_shape *s)
     return 2 * wsize + 2 * (long)chunk_examples(s) * s->Tout * s->K * cg;
 }
 
-/* Without padding or groups, and with stride >= kernel, the rows of x are
- * already the im2col rows: the GEMM reads x with a leading dimension of S*Cin. */
-static int direct(const conv_shape *s) { return s->G == 1 && s->P == 0 && s->S >= s->K; }
+/* Without padding or groups, when the kernel is a whole number m of strides
+ * (or shorter than one), im2col is not needed: the receptive field of frame
+ * t is m runs of S*Cin floats, run j starting at x[(t + j) S], so the
+ * product is m GEMMs that read x in place with a leading dimension of S*Cin,
+ * each against its slice of the reordered weight. */
+static int direct(const conv_shape *s) { return s->G == 1 && s->P == 0 && (s->S >= s->K || s->K % s->S == 0); }
+static int slices(const conv_shape *s) { return s->S >= s->K ? 1 : s->K / s->S; }
+static int slice_width(const conv_shape *s) { return (s->S >= s->K ? s->K : s->S) * s->Cin; }
 
 static void reorder_weight(float *wr, const float *w, const conv_shape *s)
 {
@@ -91,10 +96,12 @@ void conv1d_forward(float *out, const float *x, const float *w, const float *bia
     }
     float beta = bias ? 1.0f : 0.0f;
     if (direct(s)) {
+        int m = slices(s), kw = slice_width(s);
         for (int b = 0; b < s->B; b++)
-            gemm(0, 1, s->Tout, s->Cout, (int)row, 1.0f,
-                        x + (long)b * s->Tin * s->Cin, s->S * s->Cin, wr, (int)row, beta,
-                        out + (long)b * s->Tout * s->Cout, s->Cout);
+            for (int j = 0; j < m; j++)
+                gemm(0, 1, s->Tout, s->Cout, kw, 1.0f, x + ((long)b * s->Tin + (long)j * s->S) * s->Cin,
+                     s->S * s->Cin, wr + (long)j * kw, (int)row, j || bias ? 1.0f : 0.0f,
+                     out + (long)b * s->Tout * s->Cout, s->Cout);
         return;
     }
     for (int b0 = 0; b0 < s->B; b0 += nbmax) {
@@ -119,15 +126,14 @@ void conv1d_backward(float *dx, float *dw, float *dbias, const float *dout, cons
     memset(dwr, 0, (size_t)wsize * sizeof *dwr);
     if (dbias) column_sum(dbias, dout, (long)s->B * s->Tout, s->Cout);
     if (direct(s)) {
-        for (int b = 0; b < s->B; b++) {
-            const float *xb = x + (long)b * s->Tin * s->Cin, *gb = dout + (long)b * s->Tout * s->Cout;
-            if (dw)
-                gemm(1, 0, s->Cout, (int)row, s->Tout, 1.0f, gb, s->Cout,
-                            xb, s->S * s->Cin, 1.0f, dwr, (int)row);
-            if (dx)
-                gemm(0, 0, s->Tout, (int)row, s->Cout, 1.0f, gb, s->Cout,
-                            wr, (int)row, 1.0f, dx + (long)b * s->Tin * s->Cin, s->S * s->Cin);
-        }
+        int m = slices(s), kw = slice_width(s);
+        for (int b = 0; b < s->B; b++)
+            for (int j = 0; j < m; j++) {
+                long xo = ((long)b * s->Tin + (long)j * s->S) * s->Cin;
+                const float *gb = dout + (long)b * s->Tout * s->Cout;
+                if (dw) gemm(1, 0, s->Cout, kw, s->Tout, 1.0f, gb, s->Cout, x + xo, s->S * s->Cin, 1.0f, dwr + (long)j * kw, (int)row);
+                if (dx) gemm(0, 0, s->Tout, kw, s->Cout, 1.0f, gb, s->Cout, wr + (long)j * kw, (int)row, 1.0f, dx + xo, s->S * s->Cin);
+            }
     } else {
         for (int b0 = 0; b0 < s->B; b0 += nbmax) {
             int nb = s->B - b0 < nbmax ? s->B - b0 : nbmax;

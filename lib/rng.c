@@ -64,9 +64,3 @@ void w2v_rng_shuffle(w2v_rng *r, long *idx, long n)
         idx[j] = t;
     }
 }
-
-uint64_t w2v_hash(uint64_t key, uint64_t i)
-{
-    uint64_t x = key ^ (i * 0xd1b54a32d192ed03ull);
-    return splitmix64(&x);
-}

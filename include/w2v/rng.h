@@ -23,12 +23,15 @@ double w2v_rng_normal(w2v_rng *r);
 /* Shuffles idx[0..n-1] (Fisher-Yates). */
 void w2v_rng_shuffle(w2v_rng *r, long *idx, long n);
 
-/* A well-mixed 64-bit value of (key, i): the i-th draw of stream key. */
-uint64_t w2v_hash(uint64_t key, uint64_t i);
-/* Uniform float in [0, 1) from w2v_hash. */
-static inline float w2v_hash_uniform(uint64_t key, uint64_t i)
+/* A well-mixed 64-bit value of (key, i): the i-th draw of stream key
+ * (splitmix64's finaliser; inline, as dropout calls it per element). */
+static inline uint64_t w2v_hash(uint64_t key, uint64_t i)
 {
-    return (float)(w2v_hash(key, i) >> 40) * (1.0f / 16777216.0f);
+    uint64_t z = key ^ (i * 0xd1b54a32d192ed03ull);
+    z += 0x9e3779b97f4a7c15ull;
+    z = (z ^ (z >> 30)) * 0xbf58476d1ce4e5b9ull;
+    z = (z ^ (z >> 27)) * 0x94d049bb133111ebull;
+    return z ^ (z >> 31);
 }
 
 #endif
