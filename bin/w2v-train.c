@@ -89,7 +89,8 @@ static void note_cb(const char *msg) { w2v_note("%s", msg); }
 static void write_json(const char *dir, const char *name, json_t *o)
 {
     char *path = w2v_path_join(dir, name), *tmp = w2v_path_join(dir, ".tmp.json");
-    if (json_dump_file(o, tmp, JSON_INDENT(2) | JSON_SORT_KEYS | JSON_REAL_PRECISION(17)) != 0 || rename(tmp, path) != 0)
+    /* insertion order: the log history reads back as it was written */
+    if (json_dump_file(o, tmp, JSON_INDENT(2) | JSON_PRESERVE_ORDER | JSON_REAL_PRECISION(17)) != 0 || rename(tmp, path) != 0)
         w2v_die("%s: cannot write: %s", path, strerror(errno));
     free(path);
     free(tmp);
