@@ -43,15 +43,15 @@ $(OUT)/validation.batches: $(OUT)/validation.examples
 	ks-batch --quiet -b $(EVAL_BATCH_SIZE) -o $@ $<
 
 # Training: one stream of batches for the whole run, evaluated and saved
-# at every epoch end; the final model is the best checkpoint.
+# at every epoch end (TRAIN_OPTS may ask for the best checkpoint instead of
+# the last as the final model).
 $(OUT)/run/model.safetensors: $(OUT)/train.examples $(OUT)/validation.batches $(OUT)/init/model.safetensors
 	rm -rf $(@D)
 	ks-batch --quiet -b $(BATCH_SIZE) $(BATCH_OPTS) --max-length $(MAX_LENGTH) --epochs $(EPOCHS) --seed $(SEED) \
 	    $(OUT)/train.examples | \
 	  w2v-train -m $(OUT)/init -o $(@D) --threads $(THREADS) --seed $(SEED) \
 	    --learning-rate $(LEARNING_RATE) --warmup-ratio $(WARMUP_RATIO) --weight-decay $(WEIGHT_DECAY) \
-	    --gradient-accumulation-steps $(GRAD_ACCUM) --eval $(OUT)/validation.batches --load-best-model-at-end \
-	    $(TRAIN_OPTS)
+	    --gradient-accumulation-steps $(GRAD_ACCUM) --eval $(OUT)/validation.batches $(TRAIN_OPTS)
 
 # The final model alone, as transformers loads it.
 $(OUT)/model/model.safetensors: $(OUT)/run/model.safetensors

@@ -24,7 +24,7 @@ GRAD_ACCUM    ?= 4
 WARMUP_RATIO  ?= 0.1
 EPOCHS        ?= 5
 SEED          ?= 0
-TRAIN_OPTS    ?= --freeze-feature-encoder --logging-steps 10 --save-total-limit 3
+TRAIN_OPTS    ?= --freeze-feature-encoder --load-best-model-at-end --logging-steps 10 --save-total-limit 3
 TITLE         ?= wav2vec2-base, SUPERB KS
 
 include $(dir $(lastword $(MAKEFILE_LIST)))ks.mk
