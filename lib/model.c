@@ -236,6 +236,7 @@ void w2v_model_free(w2v_model *m)
     if (!m) return;
     free_acts(&m->a);
     free(m->d.c0);
+    free(m->d.hs);
     free(m->block);
     free(m->grad_block);
     free(m->params);

@@ -177,13 +177,25 @@ static void test_index_and_errors(void)
     w2v_model_free(a);
     /* broken files: a clear error each, no crash */
     snprintf(path, sizeof path, "%s/broken.safetensors", tmpdir);
-    static const char *const bad[] = {"", "\x08\0\0\0\0\0\0\0{}", "\xff\xff\xff\xff\0\0\0\0{}",
-                                      "\x40\0\0\0\0\0\0\0{\"a\":{\"dtype\":\"F32\",\"shape\":[2],\"data_offsets\":[0,8]}}   ",
-                                      "\x40\0\0\0\0\0\0\0{\"a\":{\"dtype\":\"F32\",\"shape\":[3],\"data_offsets\":[0,8]}}        "};
-    static const size_t len[] = {0, 10, 10, 72, 80};
-    for (size_t i = 0; i < sizeof bad / sizeof *bad; i++) {
+    /* raw prefixes, then well-framed headers whose content is wrong */
+    static const struct { const char *bytes; size_t len; } raw[] = {
+        {"", 0}, {"\x08\0\0\0\0\0\0\0{}", 10}, {"\xff\xff\xff\xff\0\0\0\0{}", 10}};
+    static const struct { const char *json; size_t data; } framed[] = {
+        {"{\"a\":{\"dtype\":\"F32\",\"shape\":[2],\"data_offsets\":[0,8]}}", 0}, /* data missing */
+        {"{\"a\":{\"dtype\":\"F32\",\"shape\":[3],\"data_offsets\":[0,8]}}", 8}, /* shape != size */
+    };
+    size_t nraw = sizeof raw / sizeof *raw, nframed = sizeof framed / sizeof *framed;
+    for (size_t i = 0; i < nraw + nframed; i++) {
         FILE *fp = fopen(path, "wb");
-        fwrite(bad[i], 1, len[i], fp);
+        if (i < nraw) {
+            fwrite(raw[i].bytes, 1, raw[i].len, fp);
+        } else {
+            const char *json = framed[i - nraw].json;
+            unsigned char n8[8] = {64};
+            fwrite(n8, 1, 8, fp);
+            fprintf(fp, "%-64s", json);
+            for (size_t k = 0; k < framed[i - nraw].data; k++) fputc(0, fp);
+        }
         fclose(fp);
         w2v_safetensors *st = w2v_st_open(path, err, sizeof err);
         CHECK(st == NULL && strstr(err, "broken.safetensors"), "broken file %zu refused (%s)", i, err);

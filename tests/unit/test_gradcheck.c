@@ -16,14 +16,30 @@
 
 static w2v_rng rng;
 
+/* Every test buffer is kept here and freed together at the end. */
+static float **buffers;
+static size_t nbuffers;
+
+static float *zeros(long n)
+{
+    float *x = calloc((size_t)n, sizeof *x), **more = realloc(buffers, (nbuffers + 1) * sizeof *buffers);
+    if (!x || !more) abort();
+    buffers = more;
+    return buffers[nbuffers++] = x;
+}
+
+static void free_buffers(void)
+{
+    while (nbuffers) free(buffers[--nbuffers]);
+    free(buffers);
+}
+
 static float *randn(long n, float scale)
 {
-    float *x = malloc((size_t)n * sizeof *x);
+    float *x = zeros(n);
     for (long i = 0; i < n; i++) x[i] = (float)(scale * w2v_rng_normal(&rng));
     return x;
 }
-
-static float *zeros(long n) { return calloc((size_t)n, sizeof(float)); }
 
 /* The op under test: computes out from its inputs. */
 typedef void (*forward_fn)(void *ctx);
@@ -316,7 +332,6 @@ static void test_model(int stable, int weighted)
         free(dir);
         free(p0);
     }
-    free(x);
     w2v_model_free(m);
     w2v_config_free(&cfg);
 }
@@ -357,5 +372,6 @@ int main(void)
     test_head();
     test_model(0, 0);
     test_model(1, 1);
+    free_buffers();
     return unit_finish("test_gradcheck");
 }
