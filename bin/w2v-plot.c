@@ -43,12 +43,15 @@ enum { OPT_TITLE = 1, OPT_SIZE, OPT_SCRIPT };
 /* ---- gnuplot ---- */
 
 /* A gnuplot string literal: in single quotes nothing is special but the
- * quote itself, written twice; control characters would end the command. */
+ * quote itself, written twice; a newline is joined in from a double-quoted
+ * "\n", and other control characters (they would end the command) become
+ * spaces. */
 static void gp_string(FILE *fp, const char *s)
 {
     fputc('\'', fp);
     for (; *s; s++) {
         if (*s == '\'') fputs("''", fp);
+        else if (*s == '\n') fputs("'.\"\\n\".'", fp);
         else fputc((unsigned char)*s < 0x20 ? ' ' : *s, fp);
     }
     fputc('\'', fp);
@@ -289,7 +292,7 @@ static void plot_confusion(FILE *in, const char *name, const char *title, int wi
     if (isnan(accuracy)) accuracy = total ? (double)correct / (double)total : 0;
 
     char *heading;
-    if (asprintf(&heading, "%s: accuracy %.4f, %ld examples", title, accuracy, total) < 0) w2v_die("out of memory");
+    if (asprintf(&heading, "%s\naccuracy %.4f, %ld examples", title, accuracy, total) < 0) w2v_die("out of memory");
     gp_terminal(gp, width, height, heading);
     free(heading);
     /* Cell text small enough for the cells: about a third of a cell's

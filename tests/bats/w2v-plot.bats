@@ -172,7 +172,9 @@ print(json.dumps({"examples": n, "accuracy": ok / n, "loss": 0.5, "macro_f1": 0.
     echo '{"labels": ["a", "b"], "confusion": [[3, 1], [0, 4]]}' > m.json
     run w2v-plot confusion --script m.json
     assert_success
-    assert_output --partial "set title 'm.json: accuracy 0.8750, 8 examples'"
+    assert_output --partial "set title 'm.json'.\"\\n\".'accuracy 0.8750, 8 examples'"
+    run w2v-plot confusion --script --title $'two\nlines\tand a tab' m.json
+    assert_output --partial "set title 'two'.\"\\n\".'lines and a tab'.\"\\n\".'accuracy 0.8750, 8 examples'"
     run w2v-plot confusion -o x.png <<< '{"labels": ["a", "b"], "confusion": [[3, 1], [0]]}'
     assert_failure 1
     assert_output 'w2v-plot: stdin: "confusion"[1] is not an array of 2 counts (one per label)'
