@@ -77,7 +77,9 @@ static inline void keep4(float f[4], uint64_t key, uint64_t q, uint32_t threshol
 
 static uint32_t threshold16(float p) { return (uint32_t)(p * 65536.0f + 0.5f); }
 
-void dropout_forward(float *out, const float *x, long n, float p, uint64_t key)
+/* Element i of the tensor the key covers takes lane i % 4 of the hash of
+ * i / 4; these n elements are elements first .. first + n - 1 of it. */
+void dropout_forward(float *out, const float *x, long n, float p, uint64_t key, long first)
 {
     if (p <= 0) {
         if (out != x) memcpy(out, x, (size_t)n * sizeof *out);
@@ -86,14 +88,15 @@ void dropout_forward(float *out, const float *x, long n, float p, uint64_t key)
     float scale = 1.0f / (1.0f - p);
     uint32_t th = threshold16(p);
     #pragma omp parallel for
-    for (long q = 0; q < (n + 3) / 4; q++) {
+    for (long q = first / 4; q < (first + n + 3) / 4; q++) {
         float f[4];
         keep4(f, key, (uint64_t)q, th, scale);
-        for (long i = 4 * q; i < n && i < 4 * q + 4; i++) out[i] = x[i] * f[i - 4 * q];
+        long lo = 4 * q > first ? 4 * q : first, hi = 4 * q + 4 < first + n ? 4 * q + 4 : first + n;
+        for (long i = lo; i < hi; i++) out[i - first] = x[i - first] * f[i - 4 * q];
     }
 }
 
-void dropout_backward(float *dx, const float *dout, long n, float p, uint64_t key)
+void dropout_backward(float *dx, const float *dout, long n, float p, uint64_t key, long first)
 {
     if (p <= 0) {
         #pragma omp parallel for simd
@@ -103,10 +106,11 @@ void dropout_backward(float *dx, const float *dout, long n, float p, uint64_t ke
     float scale = 1.0f / (1.0f - p);
     uint32_t th = threshold16(p);
     #pragma omp parallel for
-    for (long q = 0; q < (n + 3) / 4; q++) {
+    for (long q = first / 4; q < (first + n + 3) / 4; q++) {
         float f[4];
         keep4(f, key, (uint64_t)q, th, scale);
-        for (long i = 4 * q; i < n && i < 4 * q + 4; i++) dx[i] += dout[i] * f[i - 4 * q];
+        long lo = 4 * q > first ? 4 * q : first, hi = 4 * q + 4 < first + n ? 4 * q + 4 : first + n;
+        for (long i = lo; i < hi; i++) dx[i - first] += dout[i - first] * f[i - 4 * q];
     }
 }
 

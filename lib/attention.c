@@ -15,7 +15,7 @@ long attention_scratch(int T) { return 2l * T * T * w2v_threads(); }
 static uint64_t head_key(uint64_t key, int bh) { return w2v_hash(key, (uint64_t)bh); }
 
 void attention_forward(float *ctx, float *probs, const float *q, const float *k, const float *v, const int *valid,
-                       int B, int T, int H, int nh, float p, uint64_t key, float *scratch)
+                       int B, int T, int H, int nh, float p, uint64_t key, int b0, float *scratch)
 {
     int hd = H / nh;
     #pragma omp parallel for schedule(dynamic)
@@ -35,7 +35,7 @@ void attention_forward(float *ctx, float *probs, const float *q, const float *k,
         }
         const float *A = P;
         if (p > 0) {
-            dropout_forward(drop, P, (long)T * T, p, head_key(key, bh));
+            dropout_forward(drop, P, (long)T * T, p, head_key(key, b0 * nh + bh), 0);
             A = drop;
         }
         gemm(0, 0, T, hd, T, 1.0f, A, T, v + off, H, 0.0f, ctx + off, H);
@@ -43,7 +43,7 @@ void attention_forward(float *ctx, float *probs, const float *q, const float *k,
 }
 
 void attention_backward(float *dq, float *dk, float *dv, const float *dctx, const float *probs, const float *q,
-                        const float *k, const float *v, int B, int T, int H, int nh, float p, uint64_t key,
+                        const float *k, const float *v, int B, int T, int H, int nh, float p, uint64_t key, int b0,
                         float *scratch)
 {
     int hd = H / nh;
@@ -53,9 +53,9 @@ void attention_backward(float *dq, float *dk, float *dv, const float *dctx, cons
         long off = (long)b * T * H + (long)h * hd;
         float *dP = scratch + 2l * T * T * omp_get_thread_num(), *A = dP + (long)T * T;
         const float *P = probs + (long)bh * T * T, *Pd = P;
-        uint64_t hk = head_key(key, bh);
+        uint64_t hk = head_key(key, b0 * nh + bh);
         if (p > 0) {
-            dropout_forward(A, P, (long)T * T, p, hk);
+            dropout_forward(A, P, (long)T * T, p, hk, 0);
             Pd = A;
         }
         /* dv += Pd^T dctx ; dPd = dctx v^T */
@@ -63,7 +63,7 @@ void attention_backward(float *dq, float *dk, float *dv, const float *dctx, cons
         gemm(0, 1, T, T, hd, 1.0f, dctx + off, H, v + off, H, 0.0f, dP, T);
         if (p > 0) {
             memset(A, 0, (size_t)T * T * sizeof *A);
-            dropout_backward(A, dP, (long)T * T, p, hk);
+            dropout_backward(A, dP, (long)T * T, p, hk, 0);
             memcpy(dP, A, (size_t)T * T * sizeof *A);
         }
         /* softmax backward: dS = P (dP - sum_j P dP) */

@@ -16,6 +16,7 @@
 #include "ops.h"
 
 #include <math.h>
+#include <omp.h>
 #include <stdarg.h>
 #include <stdlib.h>
 #include <string.h>
@@ -49,9 +50,11 @@ typedef struct {
     float *ln2, *ln2_mean, *ln2_rstd, *ff1, *ffa, *ff2, *res2;
 } layer_acts;
 
+/* Views of the activations of examples [b0, b0 + B) of a batch.  The
+ * arena lays every tensor out with the batch outermost, so the examples
+ * of a shard are one contiguous run of each tensor. */
 typedef struct {
     int B, T, F;
-    long size;                 /* floats in the arena */
     int Tl[MAXC + 1];          /* frames entering each conv layer; Tl[n] = F */
     float *conv_out[MAXC], *conv_norm[MAXC], *conv_act[MAXC], *conv_mean[MAXC], *conv_rstd[MAXC];
     float *input;              /* [B, T] */
@@ -60,12 +63,9 @@ typedef struct {
     float **hidden;            /* [L + 1]: hidden[i] is layer i's input, hidden[L] the last output */
     float **reported;          /* [L + 1]: HF's hidden_states (pre-LN: the last includes the final LayerNorm) */
     layer_acts *layer;
-    float *wsum, *proj, *pooled, *logits, *probs;
-    float *arena, *scratch;
-    long scratch_size, cap_bf;
-    int cap_b;
+    float *wsum, *proj, *pooled, *logits, *probs, *dlogits;
     uint8_t *time_mask, *feat_mask;
-    int *valid, *skip;
+    int *valid;
     int64_t *labels;
 } acts;
 
@@ -75,9 +75,25 @@ typedef struct {
     float *c0, *c1, *c2;                  /* conv encoder, largest layer */
     float *h, *t1, *t2, *q, *k, *v, *ctx; /* [B, F, H] */
     float *f1, *f2;                       /* [B, F, I] */
-    float *proj, *pooled, *logits, *pos_w;
+    float *proj, *pooled, *pos_w;
     float **hs;                           /* [L + 1], weighted layer sum only */
 } grad_acts;
+
+/* One thread's share of a batch (data parallelism): a run of examples
+ * taken through the whole model by one thread, with single-threaded
+ * operations inside, its own scratch and activation gradients, and, after
+ * the first shard, its own parameter-gradient block, added to the model's
+ * after the backward pass.  On a few cores this beats splitting each
+ * operation: no thread pool wakes, waits or divides a small GEMM per op. */
+typedef struct {
+    int b0;
+    acts a;
+    float *scratch;
+    long scratch_size;
+    grad_acts d;
+    views g;
+    float *grad_block; /* NULL for the first shard, which uses the model's */
+} shard;
 
 struct w2v_model {
     w2v_config cfg;
@@ -88,8 +104,13 @@ struct w2v_model {
     long nfloats;
     float *block, *grad_block;
     views p, g;
-    acts a;
-    grad_acts d;
+    acts a;            /* the whole batch */
+    float *arena;      /* every activation of the batch */
+    long arena_size, cap_bf;
+    int cap_b;
+    int *skip;         /* [L]: LayerDrop's draws */
+    shard *shards;
+    int nshards, cap_shards;
     int frozen, used_mask, training, has_labels;
     long time_masked;
     uint64_t key; /* randomness of the last forward */
@@ -198,6 +219,13 @@ static long walk(w2v_model *m, views *v, float *block, int record)
     return w.off;
 }
 
+static void alloc_views(acts *a, int L)
+{
+    a->hidden = xcalloc((size_t)L + 1, sizeof *a->hidden);
+    a->reported = xcalloc((size_t)L + 1, sizeof *a->reported);
+    a->layer = xcalloc((size_t)L + 1, sizeof *a->layer);
+}
+
 w2v_model *w2v_model_new(const w2v_config *c)
 {
     w2v_model *m = xcalloc(1, sizeof *m);
@@ -209,34 +237,44 @@ w2v_model *w2v_model_new(const w2v_config *c)
     m->nfloats = walk(m, &m->p, NULL, 1);
     m->block = xalloc_floats((size_t)m->nfloats);
     walk(m, &m->p, m->block, 0);
-    m->a.hidden = xcalloc((size_t)L + 1, sizeof *m->a.hidden);
-    m->a.reported = xcalloc((size_t)L + 1, sizeof *m->a.reported);
-    m->a.layer = xcalloc((size_t)L + 1, sizeof *m->a.layer);
-    m->a.skip = xcalloc((size_t)L + 1, sizeof *m->a.skip);
+    alloc_views(&m->a, L);
+    m->skip = xcalloc((size_t)L + 1, sizeof *m->skip);
     return m;
 }
 
-static void free_acts(acts *a)
+static void free_views(acts *a)
 {
-    free(a->arena);
-    free(a->scratch);
     free(a->hidden);
     free(a->reported);
     free(a->layer);
-    free(a->time_mask);
-    free(a->feat_mask);
-    free(a->valid);
-    free(a->skip);
-    free(a->labels);
-    memset(a, 0, sizeof *a);
+}
+
+static void free_batch(w2v_model *m)
+{
+    free(m->arena);
+    free(m->a.time_mask);
+    free(m->a.feat_mask);
+    free(m->a.valid);
+    free(m->a.labels);
+    m->arena = NULL;
 }
 
 void w2v_model_free(w2v_model *m)
 {
     if (!m) return;
-    free_acts(&m->a);
-    free(m->d.c0);
-    free(m->d.hs);
+    free_batch(m);
+    free_views(&m->a);
+    for (int s = 0; s < m->cap_shards; s++) {
+        shard *sh = &m->shards[s];
+        free_views(&sh->a);
+        free(sh->scratch);
+        free(sh->d.c0);
+        free(sh->d.hs);
+        free(sh->grad_block);
+        if (s) free(sh->g.layer);
+    }
+    free(m->shards);
+    free(m->skip);
     free(m->block);
     free(m->grad_block);
     free(m->params);
@@ -349,74 +387,81 @@ int w2v_model_param_has_grad(const w2v_model *m, int i)
 typedef struct {
     float *base;
     long off;
+    int B, b0; /* the batch the arena is laid out for; the first example viewed */
 } arena;
 
+/* A tensor of n floats per example; the view starts at example b0. */
 static float *take(arena *ar, long n)
 {
-    float *p = ar->base ? ar->base + ar->off : NULL;
-    ar->off += (n + 15) / 16 * 16;
+    float *p = ar->base ? ar->base + ar->off + (long)ar->b0 * n : NULL;
+    ar->off += ((long)ar->B * n + 15) / 16 * 16;
     return p;
 }
 
-/* Lays out every activation for batch B of T samples (F frames); with a NULL
- * base it only counts. */
-static long layout(w2v_model *m, acts *a, float *base)
+/* Lays out every activation of a batch of B examples (a->T samples,
+ * a->F frames) and points a's views at examples [b0, b0 + a->B); with a
+ * NULL base it only counts. */
+static long layout(w2v_model *m, acts *a, float *base, int B, int b0)
 {
     const w2v_config *c = &m->cfg;
-    arena ar = {base, 0};
-    int B = a->B, F = a->F, H = c->hidden_size, I = c->intermediate_size, L = c->num_hidden_layers;
+    arena ar = {base, 0, B, b0};
+    int F = a->F, H = c->hidden_size, I = c->intermediate_size, L = c->num_hidden_layers;
     int nh = c->num_attention_heads;
-    long BF = (long)B * F;
-    a->input = take(&ar, (long)B * a->T);
+    a->input = take(&ar, a->T);
     for (int l = 0; l < c->num_conv_layers; l++) {
-        long n = (long)B * a->Tl[l + 1] * c->conv_dim[l];
+        long n = (long)a->Tl[l + 1] * c->conv_dim[l];
         int normed = c->feat_extract_norm_layer || l == 0;
         a->conv_out[l] = take(&ar, n);
         a->conv_norm[l] = normed ? take(&ar, n) : a->conv_out[l];
         a->conv_act[l] = take(&ar, n);
-        long stats = c->feat_extract_norm_layer ? (long)B * a->Tl[l + 1] : (long)B * c->conv_dim[l];
+        long stats = c->feat_extract_norm_layer ? a->Tl[l + 1] : c->conv_dim[l];
         a->conv_mean[l] = normed ? take(&ar, stats) : NULL;
         a->conv_rstd[l] = normed ? take(&ar, stats) : NULL;
     }
     int C = c->conv_dim[c->num_conv_layers - 1];
-    a->fp_ln = take(&ar, BF * C);
-    a->fp_mean = take(&ar, BF);
-    a->fp_rstd = take(&ar, BF);
-    a->fp_out = take(&ar, BF * H);
-    a->enc_in = take(&ar, BF * H);
-    a->pos_w = take(&ar, (long)H * (H / c->num_conv_pos_embedding_groups) * c->num_conv_pos_embeddings);
-    a->pos_pre = take(&ar, BF * H);
-    a->pos_emb = take(&ar, BF * H);
-    a->enc_sum = take(&ar, BF * H);
-    a->enc_mean = take(&ar, BF);
-    a->enc_rstd = take(&ar, BF);
-    a->final_ln = take(&ar, BF * H);
-    for (int i = 0; i <= L; i++) a->hidden[i] = take(&ar, BF * H);
+    a->fp_ln = take(&ar, (long)F * C);
+    a->fp_mean = take(&ar, F);
+    a->fp_rstd = take(&ar, F);
+    a->fp_out = take(&ar, (long)F * H);
+    a->enc_in = take(&ar, (long)F * H);
+    /* the weight-normed positional conv weight: one for the batch */
+    arena one = {base, ar.off, 1, 0};
+    a->pos_w = take(&one, (long)H * (H / c->num_conv_pos_embedding_groups) * c->num_conv_pos_embeddings);
+    ar.off = one.off;
+    a->pos_pre = take(&ar, (long)F * H);
+    a->pos_emb = take(&ar, (long)F * H);
+    a->enc_sum = take(&ar, (long)F * H);
+    a->enc_mean = take(&ar, F);
+    a->enc_rstd = take(&ar, F);
+    a->final_ln = take(&ar, (long)F * H);
+    for (int i = 0; i <= L; i++) a->reported[i] = a->hidden[i] = take(&ar, (long)F * H);
+    if (c->do_stable_layer_norm) a->reported[L] = a->final_ln;
     for (int i = 0; i < L; i++) {
         layer_acts *la = &a->layer[i];
-        la->ln1 = take(&ar, BF * H);
-        la->ln1_mean = take(&ar, BF);
-        la->ln1_rstd = take(&ar, BF);
-        la->q = take(&ar, BF * H);
-        la->k = take(&ar, BF * H);
-        la->v = take(&ar, BF * H);
-        la->probs = take(&ar, (long)B * nh * F * F);
-        la->ctx = take(&ar, BF * H);
-        la->attn = take(&ar, BF * H);
-        la->res1 = take(&ar, BF * H);
-        la->ln2 = take(&ar, BF * H);
-        la->ln2_mean = take(&ar, BF);
-        la->ln2_rstd = take(&ar, BF);
-        la->ff1 = take(&ar, BF * I);
-        la->ffa = take(&ar, BF * I);
-        la->ff2 = take(&ar, BF * H);
-        la->res2 = take(&ar, BF * H);
+        la->ln1 = take(&ar, (long)F * H);
+        la->ln1_mean = take(&ar, F);
+        la->ln1_rstd = take(&ar, F);
+        la->q = take(&ar, (long)F * H);
+        la->k = take(&ar, (long)F * H);
+        la->v = take(&ar, (long)F * H);
+        la->probs = take(&ar, (long)nh * F * F);
+        la->ctx = take(&ar, (long)F * H);
+        la->attn = take(&ar, (long)F * H);
+        la->res1 = take(&ar, (long)F * H);
+        la->ln2 = take(&ar, (long)F * H);
+        la->ln2_mean = take(&ar, F);
+        la->ln2_rstd = take(&ar, F);
+        la->ff1 = take(&ar, (long)F * I);
+        la->ffa = take(&ar, (long)F * I);
+        la->ff2 = take(&ar, (long)F * H);
+        la->res2 = take(&ar, (long)F * H);
     }
-    a->wsum = take(&ar, BF * H);
-    a->proj = take(&ar, BF * c->classifier_proj_size);
-    a->pooled = take(&ar, (long)B * c->classifier_proj_size);
-    a->logits = take(&ar, (long)B * c->num_labels);
-    a->probs = take(&ar, (long)B * c->num_labels);
+    a->wsum = take(&ar, (long)F * H);
+    a->proj = take(&ar, (long)F * c->classifier_proj_size);
+    a->pooled = take(&ar, c->classifier_proj_size);
+    a->logits = take(&ar, c->num_labels);
+    a->probs = take(&ar, c->num_labels);
+    a->dlogits = take(&ar, c->num_labels);
     return ar.off;
 }
 
@@ -434,6 +479,43 @@ static conv_shape pos_conv_shape(const w2v_config *c, const acts *a)
     return s;
 }
 
+/* One shard per thread when the batch has an example for each (a batch
+ * smaller than the threads splits every operation instead). */
+static int shard_count(int B)
+{
+    int nt = omp_in_parallel() ? 1 : w2v_threads();
+    return B >= nt ? nt : 1;
+}
+
+/* Points shard s of ns at its examples, with scratch for its operations. */
+static void ensure_shard(w2v_model *m, int s, int ns)
+{
+    const w2v_config *c = &m->cfg;
+    const acts *a = &m->a;
+    shard *sh = &m->shards[s];
+    int b0 = (int)((long)a->B * s / ns), nb = (int)((long)a->B * (s + 1) / ns) - b0;
+    sh->b0 = b0;
+    sh->a.B = nb, sh->a.T = a->T, sh->a.F = a->F;
+    memcpy(sh->a.Tl, a->Tl, sizeof a->Tl);
+    layout(m, &sh->a, m->arena, a->B, b0);
+    sh->a.time_mask = a->time_mask + (long)b0 * a->F;
+    sh->a.feat_mask = a->feat_mask + (long)b0 * c->hidden_size;
+    sh->a.valid = a->valid + b0;
+    sh->a.labels = a->labels + b0;
+    long scratch = attention_scratch(a->F);
+    for (int l = 0; l < c->num_conv_layers; l++) {
+        conv_shape cs = conv_layer_shape(c, &sh->a, l);
+        if (conv1d_scratch(&cs) > scratch) scratch = conv1d_scratch(&cs);
+    }
+    conv_shape ps = pos_conv_shape(c, &sh->a);
+    if (conv1d_scratch(&ps) > scratch) scratch = conv1d_scratch(&ps);
+    if (scratch > sh->scratch_size) {
+        free(sh->scratch);
+        sh->scratch = xalloc_floats((size_t)scratch);
+        sh->scratch_size = scratch;
+    }
+}
+
 /* Makes room for batch B of T samples (F frames): grows, never shrinks. */
 static void ensure_acts(w2v_model *m, int B, int T, int F)
 {
@@ -442,37 +524,46 @@ static void ensure_acts(w2v_model *m, int B, int T, int F)
     a->B = B, a->T = T, a->F = F;
     a->Tl[0] = T;
     for (int l = 0; l < c->num_conv_layers; l++) a->Tl[l + 1] = (a->Tl[l] - c->conv_kernel[l]) / c->conv_stride[l] + 1;
-    long need = layout(m, a, NULL), scratch = attention_scratch(F);
-    for (int l = 0; l < c->num_conv_layers; l++) {
-        conv_shape s = conv_layer_shape(c, a, l);
-        if (conv1d_scratch(&s) > scratch) scratch = conv1d_scratch(&s);
-    }
-    conv_shape ps = pos_conv_shape(c, a);
-    if (conv1d_scratch(&ps) > scratch) scratch = conv1d_scratch(&ps);
-    if (!a->arena || need > a->size || scratch > a->scratch_size || (long)B * F > a->cap_bf || B > a->cap_b) {
-        free(a->arena);
-        free(a->scratch);
-        free(a->time_mask);
-        free(a->feat_mask);
-        free(a->valid);
-        free(a->labels);
-        a->arena = xalloc_floats((size_t)need);
-        a->size = need;
-        a->scratch = xalloc_floats((size_t)scratch);
-        a->scratch_size = scratch;
-        a->cap_bf = (long)B * F;
-        a->cap_b = B;
+    long need = layout(m, a, NULL, B, 0);
+    if (!m->arena || need > m->arena_size || (long)B * F > m->cap_bf || B > m->cap_b) {
+        free_batch(m);
+        m->arena = xalloc_floats((size_t)need);
+        m->arena_size = need;
+        m->cap_bf = (long)B * F;
+        m->cap_b = B;
         a->time_mask = xcalloc((size_t)B * F, 1);
         a->feat_mask = xcalloc((size_t)B * c->hidden_size, 1);
         a->valid = xcalloc((size_t)B, sizeof *a->valid);
         a->labels = xcalloc((size_t)B, sizeof *a->labels);
     }
-    layout(m, a, a->arena);
+    layout(m, a, m->arena, B, 0);
+    int ns = shard_count(B);
+    if (ns > m->cap_shards) {
+        m->shards = xrealloc(m->shards, (size_t)ns * sizeof *m->shards);
+        memset(m->shards + m->cap_shards, 0, (size_t)(ns - m->cap_shards) * sizeof *m->shards);
+        for (int s = m->cap_shards; s < ns; s++) alloc_views(&m->shards[s].a, c->num_hidden_layers);
+        m->cap_shards = ns;
+    }
+    m->nshards = ns;
+    for (int s = 0; s < ns; s++) ensure_shard(m, s, ns);
+}
+
+/* Runs fn on every shard, one thread each. */
+static void each_shard(w2v_model *m, void (*fn)(w2v_model *, shard *))
+{
+    if (m->nshards == 1) {
+        fn(m, &m->shards[0]);
+        return;
+    }
+    #pragma omp parallel for num_threads(m->nshards) schedule(static, 1)
+    for (int s = 0; s < m->nshards; s++) fn(m, &m->shards[s]);
 }
 
 /* ---- forward ---- */
 
-/* Where randomness is drawn: each site gets its own stream of the step's key. */
+/* Where randomness is drawn: each site gets its own stream of the step's
+ * key.  Draws are keyed by the example's place in the whole batch, so
+ * they do not depend on how the batch is cut into shards. */
 enum { SITE_FEAT_PROJ = 1, SITE_ENC, SITE_ATTN, SITE_ATTN_OUT, SITE_FF_ACT, SITE_FF_OUT, SITE_SPECAUG };
 
 static uint64_t site_key(const w2v_model *m, int site, int layer)
@@ -480,14 +571,14 @@ static uint64_t site_key(const w2v_model *m, int site, int layer)
     return w2v_hash(m->key, (uint64_t)site << 32 | (uint64_t)layer);
 }
 
-static void layer_forward(w2v_model *m, int i, const int *valid)
+static void layer_forward(w2v_model *m, shard *sh, int i, const int *valid)
 {
     const w2v_config *c = &m->cfg;
-    acts *a = &m->a;
+    acts *a = &sh->a;
     layer_acts *la = &a->layer[i];
     const layer_views *w = &m->p.layer[i];
     int B = a->B, F = a->F, H = c->hidden_size, I = c->intermediate_size, nh = c->num_attention_heads;
-    long BF = (long)B * F, n = BF * H;
+    long BF = (long)B * F, n = BF * H, first = (long)sh->b0 * F * H;
     float eps = (float)c->layer_norm_eps, scale = 1.0f / sqrtf((float)(H / nh));
     const float *x = a->hidden[i], *xin = x;
     if (c->do_stable_layer_norm) {
@@ -500,9 +591,9 @@ static void layer_forward(w2v_model *m, int i, const int *valid)
     linear_forward(la->k, xin, w->k_w, w->k_b, (int)BF, H, H);
     linear_forward(la->v, xin, w->v_w, w->v_b, (int)BF, H, H);
     attention_forward(la->ctx, la->probs, la->q, la->k, la->v, valid, B, F, H, nh, m->p_attn,
-                      site_key(m, SITE_ATTN, i), a->scratch);
+                      site_key(m, SITE_ATTN, i), sh->b0, sh->scratch);
     linear_forward(la->attn, la->ctx, w->o_w, w->o_b, (int)BF, H, H);
-    dropout_forward(la->attn, la->attn, n, m->p_hidden, site_key(m, SITE_ATTN_OUT, i));
+    dropout_forward(la->attn, la->attn, n, m->p_hidden, site_key(m, SITE_ATTN_OUT, i), first);
     residual_forward(la->res1, x, la->attn, n);
     const float *ffin;
     if (c->do_stable_layer_norm) {
@@ -514,9 +605,9 @@ static void layer_forward(w2v_model *m, int i, const int *valid)
     }
     linear_forward(la->ff1, ffin, w->ff1_w, w->ff1_b, (int)BF, H, I);
     gelu_forward(la->ffa, la->ff1, BF * I);
-    dropout_forward(la->ffa, la->ffa, BF * I, m->p_act, site_key(m, SITE_FF_ACT, i));
+    dropout_forward(la->ffa, la->ffa, BF * I, m->p_act, site_key(m, SITE_FF_ACT, i), (long)sh->b0 * F * I);
     linear_forward(la->ff2, la->ffa, w->ff2_w, w->ff2_b, (int)BF, I, H);
-    dropout_forward(la->ff2, la->ff2, n, m->p_hidden, site_key(m, SITE_FF_OUT, i));
+    dropout_forward(la->ff2, la->ff2, n, m->p_hidden, site_key(m, SITE_FF_OUT, i), first);
     if (c->do_stable_layer_norm) {
         residual_forward(a->hidden[i + 1], la->res1, la->ff2, n);
     } else {
@@ -525,9 +616,10 @@ static void layer_forward(w2v_model *m, int i, const int *valid)
     }
 }
 
-/* SpecAugment in training: time spans take masked_spec_embed, feature
- * spans are zeroed (HF's _mask_hidden_states). */
-static void spec_augment(w2v_model *m, const int *valid)
+/* SpecAugment's spans for the whole batch (training only): time spans
+ * take masked_spec_embed, feature spans are zeroed (HF's
+ * _mask_hidden_states); applied per shard by spec_augment_apply. */
+static void spec_augment_draw(w2v_model *m, const int *valid)
 {
     const w2v_config *c = &m->cfg;
     acts *a = &m->a;
@@ -538,63 +630,42 @@ static void spec_augment(w2v_model *m, const int *valid)
     memset(a->time_mask, 0, (size_t)B * F);
     memset(a->feat_mask, 0, (size_t)B * H);
     if (!m->training || !c->apply_spec_augment) return;
-    if (c->mask_time_prob > 0) {
+    if (c->mask_time_prob > 0)
         m->time_masked = specaug_mask(a->time_mask, B, F, valid, c->mask_time_prob, c->mask_time_length,
                                       c->mask_time_min_masks, &r);
-        for (long j = 0; j < (long)B * F; j++)
-            if (a->time_mask[j]) memcpy(a->enc_in + j * H, m->p.masked_spec_embed, (size_t)H * sizeof(float));
-    }
-    if (c->mask_feature_prob > 0) {
+    if (c->mask_feature_prob > 0)
         specaug_mask(a->feat_mask, B, H, NULL, c->mask_feature_prob, c->mask_feature_length,
                      c->mask_feature_min_masks, &r);
-        for (int b = 0; b < B; b++)
-            for (int t = 0; t < F; t++)
-                for (int ch = 0; ch < H; ch++)
-                    if (a->feat_mask[(long)b * H + ch]) a->enc_in[((long)b * F + t) * H + ch] = 0;
-    }
 }
 
-float w2v_model_forward(w2v_model *m, const w2v_input *in, const w2v_run *run, float *logits, char *err,
-                        size_t errlen)
+static void spec_augment_apply(w2v_model *m, acts *a)
+{
+    int B = a->B, F = a->F, H = m->cfg.hidden_size;
+    if (m->time_masked)
+        for (long j = 0; j < (long)B * F; j++)
+            if (a->time_mask[j]) memcpy(a->enc_in + j * H, m->p.masked_spec_embed, (size_t)H * sizeof(float));
+    for (int b = 0; b < B; b++)
+        for (int ch = 0; ch < H; ch++)
+            if (a->feat_mask[(long)b * H + ch])
+                for (int t = 0; t < F; t++) a->enc_in[((long)b * F + t) * H + ch] = 0;
+}
+
+/* A shard's examples from the audio to the logits. */
+static void shard_forward(w2v_model *m, shard *sh)
 {
     const w2v_config *c = &m->cfg;
-    int B = in->B, T = in->T, H = c->hidden_size, L = c->num_hidden_layers, P = c->classifier_proj_size;
-    int n = c->num_labels;
+    acts *a = &sh->a;
+    int B = a->B, F = a->F, H = c->hidden_size, L = c->num_hidden_layers, P = c->classifier_proj_size;
+    long BF = (long)B * F, first = (long)sh->b0 * F * H;
     float eps = (float)c->layer_norm_eps;
-    long F = w2v_config_frames(c, T);
-    if (B < 1) return set_error(err, errlen, "empty batch");
-    if (F < 1)
-        return set_error(err, errlen, "input of %d samples is too short: the model needs at least %ld", T,
-                         w2v_config_min_samples(c));
-    int use_mask = run->attention_mask < 0 ? c->return_attention_mask : run->attention_mask;
-    if (use_mask && !in->lengths) return set_error(err, errlen, "the model takes an attention mask, but the input has no lengths");
-    ensure_acts(m, B, T, (int)F);
-    acts *a = &m->a;
-    long BF = (long)B * F;
-    m->training = run->training;
-    m->used_mask = use_mask;
-    m->key = w2v_hash(run->seed, run->step);
-    m->p_hidden = run->training ? (float)c->hidden_dropout : 0;
-    m->p_attn = run->training ? (float)c->attention_dropout : 0;
-    m->p_act = run->training ? (float)c->activation_dropout : 0;
-    m->p_feat = run->training ? (float)c->feat_proj_dropout : 0;
-    for (int b = 0; b < B; b++) {
-        long f = use_mask ? w2v_config_frames(c, (long)in->lengths[b]) : F;
-        if (f < 1)
-            return set_error(err, errlen, "example %d has %lld samples: the model needs at least %ld", b,
-                             (long long)in->lengths[b], w2v_config_min_samples(c));
-        a->valid[b] = (int)f;
-        a->labels[b] = in->labels ? in->labels[b] : -1;
-    }
-    const int *valid = use_mask ? a->valid : NULL;
-    memcpy(a->input, in->x, (size_t)B * T * sizeof(float));
+    const int *valid = m->used_mask ? a->valid : NULL;
 
     /* conv feature encoder */
     const float *x = a->input;
     for (int l = 0; l < c->num_conv_layers; l++) {
         conv_shape s = conv_layer_shape(c, a, l);
         long cnt = (long)B * s.Tout * s.Cout;
-        conv1d_forward(a->conv_out[l], x, m->p.conv_w[l], c->conv_bias ? m->p.conv_b[l] : NULL, &s, a->scratch);
+        conv1d_forward(a->conv_out[l], x, m->p.conv_w[l], c->conv_bias ? m->p.conv_b[l] : NULL, &s, sh->scratch);
         /* nn.LayerNorm and nn.GroupNorm here keep torch's default eps */
         if (c->feat_extract_norm_layer)
             layernorm_forward(a->conv_norm[l], a->conv_mean[l], a->conv_rstd[l], a->conv_out[l], m->p.conv_nw[l],
@@ -610,41 +681,33 @@ float w2v_model_forward(w2v_model *m, const w2v_input *in, const w2v_run *run, f
     /* feature projection, SpecAugment, padded frames */
     layernorm_forward(a->fp_ln, a->fp_mean, a->fp_rstd, x, m->p.fp_ln_w, m->p.fp_ln_b, (int)BF, C, eps);
     linear_forward(a->fp_out, a->fp_ln, m->p.fp_w, m->p.fp_b, (int)BF, C, H);
-    dropout_forward(a->enc_in, a->fp_out, BF * H, m->p_feat, site_key(m, SITE_FEAT_PROJ, 0));
-    spec_augment(m, valid);
+    dropout_forward(a->enc_in, a->fp_out, BF * H, m->p_feat, site_key(m, SITE_FEAT_PROJ, 0), first);
+    spec_augment_apply(m, a);
     if (valid)
         for (int b = 0; b < B; b++)
             memset(a->enc_in + ((long)b * F + valid[b]) * H, 0, (size_t)(F - valid[b]) * H * sizeof(float));
 
     /* positional conv embedding */
     conv_shape ps = pos_conv_shape(c, a);
-    weightnorm_forward(a->pos_w, m->p.pos_g, m->p.pos_v, H * (H / ps.G), ps.K);
-    conv1d_forward(a->pos_pre, a->enc_in, a->pos_w, m->p.pos_b, &ps, a->scratch);
+    conv1d_forward(a->pos_pre, a->enc_in, a->pos_w, m->p.pos_b, &ps, sh->scratch);
     gelu_forward(a->pos_emb, a->pos_pre, BF * H);
     residual_forward(a->enc_sum, a->enc_in, a->pos_emb, BF * H);
     if (c->do_stable_layer_norm) {
-        dropout_forward(a->hidden[0], a->enc_sum, BF * H, m->p_hidden, site_key(m, SITE_ENC, 0));
+        dropout_forward(a->hidden[0], a->enc_sum, BF * H, m->p_hidden, site_key(m, SITE_ENC, 0), first);
     } else {
         layernorm_forward(a->hidden[0], a->enc_mean, a->enc_rstd, a->enc_sum, m->p.enc_ln_w, m->p.enc_ln_b, (int)BF,
                           H, eps);
-        dropout_forward(a->hidden[0], a->hidden[0], BF * H, m->p_hidden, site_key(m, SITE_ENC, 0));
+        dropout_forward(a->hidden[0], a->hidden[0], BF * H, m->p_hidden, site_key(m, SITE_ENC, 0), first);
     }
 
-    /* transformer layers; LayerDrop draws for every layer, as HF does */
-    w2v_rng r;
-    w2v_rng_seed(&r, site_key(m, SITE_ENC, 1));
+    /* transformer layers */
     for (int i = 0; i < L; i++) {
-        double u = w2v_rng_uniform(&r);
-        a->skip[i] = m->training && u < c->layerdrop;
-        if (a->skip[i]) memcpy(a->hidden[i + 1], a->hidden[i], (size_t)BF * H * sizeof(float));
-        else layer_forward(m, i, valid);
+        if (m->skip[i]) memcpy(a->hidden[i + 1], a->hidden[i], (size_t)BF * H * sizeof(float));
+        else layer_forward(m, sh, i, valid);
     }
-    for (int i = 0; i <= L; i++) a->reported[i] = a->hidden[i];
-    if (c->do_stable_layer_norm) {
+    if (c->do_stable_layer_norm)
         layernorm_forward(a->final_ln, a->enc_mean, a->enc_rstd, a->hidden[L], m->p.enc_ln_w, m->p.enc_ln_b,
                           (int)BF, H, eps);
-        a->reported[L] = a->final_ln;
-    }
 
     /* classification head */
     const float *top = a->reported[L];
@@ -653,8 +716,54 @@ float w2v_model_forward(w2v_model *m, const w2v_input *in, const w2v_run *run, f
         top = a->wsum;
     }
     linear_forward(a->proj, top, m->p.proj_w, m->p.proj_b, (int)BF, H, P);
-    meanpool_forward(a->pooled, a->proj, valid, B, (int)F, P);
-    linear_forward(a->logits, a->pooled, m->p.cls_w, m->p.cls_b, B, P, n);
+    meanpool_forward(a->pooled, a->proj, valid, B, F, P);
+    linear_forward(a->logits, a->pooled, m->p.cls_w, m->p.cls_b, B, P, c->num_labels);
+}
+
+float w2v_model_forward(w2v_model *m, const w2v_input *in, const w2v_run *run, float *logits, char *err,
+                        size_t errlen)
+{
+    const w2v_config *c = &m->cfg;
+    int B = in->B, T = in->T, H = c->hidden_size, L = c->num_hidden_layers, n = c->num_labels;
+    long F = w2v_config_frames(c, T);
+    if (B < 1) return set_error(err, errlen, "empty batch");
+    if (F < 1)
+        return set_error(err, errlen, "input of %d samples is too short: the model needs at least %ld", T,
+                         w2v_config_min_samples(c));
+    int use_mask = run->attention_mask < 0 ? c->return_attention_mask : run->attention_mask;
+    if (use_mask && !in->lengths) return set_error(err, errlen, "the model takes an attention mask, but the input has no lengths");
+    for (int b = 0; b < B && use_mask; b++)
+        if (w2v_config_frames(c, (long)in->lengths[b]) < 1)
+            return set_error(err, errlen, "example %d has %lld samples: the model needs at least %ld", b,
+                             (long long)in->lengths[b], w2v_config_min_samples(c));
+    ensure_acts(m, B, T, (int)F);
+    acts *a = &m->a;
+    m->training = run->training;
+    m->used_mask = use_mask;
+    m->key = w2v_hash(run->seed, run->step);
+    m->p_hidden = run->training ? (float)c->hidden_dropout : 0;
+    m->p_attn = run->training ? (float)c->attention_dropout : 0;
+    m->p_act = run->training ? (float)c->activation_dropout : 0;
+    m->p_feat = run->training ? (float)c->feat_proj_dropout : 0;
+    for (int b = 0; b < B; b++) {
+        a->valid[b] = (int)(use_mask ? w2v_config_frames(c, (long)in->lengths[b]) : F);
+        a->labels[b] = in->labels ? in->labels[b] : -1;
+    }
+    memcpy(a->input, in->x, (size_t)B * T * sizeof(float));
+
+    /* what every shard shares: the random draws of the batch, the
+     * positional conv weight */
+    spec_augment_draw(m, use_mask ? a->valid : NULL);
+    w2v_rng r; /* LayerDrop draws for every layer, as HF does */
+    w2v_rng_seed(&r, site_key(m, SITE_ENC, 1));
+    for (int i = 0; i < L; i++) {
+        double u = w2v_rng_uniform(&r);
+        m->skip[i] = m->training && u < c->layerdrop;
+    }
+    conv_shape ps = pos_conv_shape(c, a);
+    weightnorm_forward(a->pos_w, m->p.pos_g, m->p.pos_v, H * (H / ps.G), ps.K);
+
+    each_shard(m, shard_forward);
     if (logits) memcpy(logits, a->logits, (size_t)B * n * sizeof(float));
     m->has_labels = in->labels != NULL;
     return in->labels ? crossentropy_forward(a->probs, a->logits, a->labels, B, n) : 0.0f;
@@ -662,11 +771,11 @@ float w2v_model_forward(w2v_model *m, const w2v_input *in, const w2v_run *run, f
 
 /* ---- backward ---- */
 
-static void ensure_grad_acts(w2v_model *m)
+static void ensure_grad_acts(w2v_model *m, shard *sh)
 {
     const w2v_config *c = &m->cfg;
-    acts *a = &m->a;
-    grad_acts *d = &m->d;
+    acts *a = &sh->a;
+    grad_acts *d = &sh->d;
     int H = c->hidden_size, L = c->num_hidden_layers;
     long BF = (long)a->B * a->F, conv = BF * c->conv_dim[c->num_conv_layers - 1];
     for (int l = 0; l < c->num_conv_layers; l++) {
@@ -674,7 +783,7 @@ static void ensure_grad_acts(w2v_model *m)
         conv = n > conv ? n : conv;
     }
     long th = (conv + 15) / 16 * 16, hh = (BF * H + 15) / 16 * 16, ii = (BF * c->intermediate_size + 15) / 16 * 16;
-    long pp = (BF * c->classifier_proj_size + 15) / 16 * 16, small = ((long)a->B * (c->classifier_proj_size + c->num_labels) + 31) / 16 * 16;
+    long pp = (BF * c->classifier_proj_size + 15) / 16 * 16, small = ((long)a->B * c->classifier_proj_size + 15) / 16 * 16;
     long pw = ((long)H * (H / c->num_conv_pos_embedding_groups) * c->num_conv_pos_embeddings + 15) / 16 * 16;
     long hs = c->use_weighted_layer_sum ? (L + 1) * hh : 0;
     long need = 3 * th + 7 * hh + 2 * ii + pp + small + pw + hs;
@@ -700,26 +809,42 @@ static void ensure_grad_acts(w2v_model *m)
     d->f2 = p += ii;
     d->proj = p += ii;
     d->pooled = p += pp;
-    d->logits = d->pooled + (long)a->B * c->classifier_proj_size;
     d->pos_w = p += small;
     p += pw;
     for (int i = 0; i <= L && c->use_weighted_layer_sum; i++) d->hs[i] = p + i * hh;
 }
 
+/* Where a shard's parameter gradients go: the model's block for the
+ * first, a zeroed block of its own for the others. */
+static void ensure_shard_grads(w2v_model *m, shard *sh)
+{
+    if (sh == &m->shards[0]) {
+        sh->g = m->g;
+        return;
+    }
+    if (!sh->grad_block) {
+        sh->grad_block = xalloc_floats((size_t)m->nfloats);
+        sh->g.layer = xcalloc((size_t)m->cfg.num_hidden_layers + 1, sizeof *sh->g.layer);
+        walk(m, &sh->g, sh->grad_block, 0);
+    } else {
+        memset(sh->grad_block, 0, (size_t)m->nfloats * sizeof(float));
+    }
+}
+
 static void zero(float *p, long n) { memset(p, 0, (size_t)n * sizeof *p); }
 
 /* Takes d->h = d loss / d hidden[i+1] to d loss / d hidden[i]. */
-static void layer_backward(w2v_model *m, int i)
+static void layer_backward(w2v_model *m, shard *sh, int i)
 {
     const w2v_config *c = &m->cfg;
-    acts *a = &m->a;
-    grad_acts *d = &m->d;
+    acts *a = &sh->a;
+    grad_acts *d = &sh->d;
     layer_acts *la = &a->layer[i];
     const layer_views *w = &m->p.layer[i];
-    layer_views *g = &m->g.layer[i];
+    layer_views *g = &sh->g.layer[i];
     int B = a->B, F = a->F, H = c->hidden_size, I = c->intermediate_size, nh = c->num_attention_heads;
     int BF = B * F, stable = c->do_stable_layer_norm;
-    long n = (long)BF * H, ni = (long)BF * I;
+    long n = (long)BF * H, ni = (long)BF * I, first = (long)sh->b0 * F * H;
     float scale = 1.0f / sqrtf((float)(H / nh));
     const float *x = a->hidden[i], *xin = stable ? la->ln1 : x, *ffin = stable ? la->ln2 : la->ln1;
 
@@ -731,11 +856,11 @@ static void layer_backward(w2v_model *m, int i)
         dres = d->t1; /* d res2 = d ln1 through the residual */
     }
     zero(d->t2, n);
-    dropout_backward(d->t2, dres, n, m->p_hidden, site_key(m, SITE_FF_OUT, i));
+    dropout_backward(d->t2, dres, n, m->p_hidden, site_key(m, SITE_FF_OUT, i), first);
     zero(d->f1, ni);
     linear_backward(d->f1, g->ff2_w, g->ff2_b, d->t2, la->ffa, w->ff2_w, BF, I, H);
     zero(d->f2, ni);
-    dropout_backward(d->f2, d->f1, ni, m->p_act, site_key(m, SITE_FF_ACT, i));
+    dropout_backward(d->f2, d->f1, ni, m->p_act, site_key(m, SITE_FF_ACT, i), (long)sh->b0 * F * I);
     zero(d->f1, ni);
     gelu_backward(d->f1, la->ff1, d->f2, ni);
     if (stable) {
@@ -752,14 +877,14 @@ static void layer_backward(w2v_model *m, int i)
 
     /* the attention block: d->h holds d res1 = d x through the residual */
     zero(d->t1, n);
-    dropout_backward(d->t1, d->h, n, m->p_hidden, site_key(m, SITE_ATTN_OUT, i));
+    dropout_backward(d->t1, d->h, n, m->p_hidden, site_key(m, SITE_ATTN_OUT, i), first);
     zero(d->ctx, n);
     linear_backward(d->ctx, g->o_w, g->o_b, d->t1, la->ctx, w->o_w, BF, H, H);
     zero(d->q, n);
     zero(d->k, n);
     zero(d->v, n);
     attention_backward(d->q, d->k, d->v, d->ctx, la->probs, la->q, la->k, la->v, B, F, H, nh, m->p_attn,
-                       site_key(m, SITE_ATTN, i), a->scratch);
+                       site_key(m, SITE_ATTN, i), sh->b0, sh->scratch);
     #pragma omp parallel for simd
     for (long j = 0; j < n; j++) d->q[j] *= scale;
     float *dxin = d->h;
@@ -773,41 +898,38 @@ static void layer_backward(w2v_model *m, int i)
     if (stable) layernorm_backward(d->h, g->ln1_w, g->ln1_b, d->t2, x, w->ln1_w, la->ln1_mean, la->ln1_rstd, BF, H);
 }
 
-void w2v_model_backward(w2v_model *m, float scale)
+/* A shard's examples from d loss / d logits back to the parameters. */
+static void shard_backward(w2v_model *m, shard *sh)
 {
     const w2v_config *c = &m->cfg;
-    acts *a = &m->a;
-    ensure_grad_acts(m);
-    grad_acts *d = &m->d;
+    acts *a = &sh->a;
+    ensure_grad_acts(m, sh);
+    ensure_shard_grads(m, sh);
+    grad_acts *d = &sh->d;
+    views *g = &sh->g;
     int B = a->B, F = a->F, H = c->hidden_size, L = c->num_hidden_layers, P = c->classifier_proj_size;
     int n = c->num_labels, BF = B * F, C = c->conv_dim[c->num_conv_layers - 1];
-    long nh = (long)BF * H;
+    long nh = (long)BF * H, first = (long)sh->b0 * F * H;
     const int *valid = m->used_mask ? a->valid : NULL;
-    if (!m->has_labels) return;
-    ensure_grads(m);
 
     /* head */
-    zero(d->logits, (long)B * n);
-    crossentropy_backward(d->logits, a->probs, a->labels, B, n);
-    if (scale != 1.0f)
-        for (long j = 0; j < (long)B * n; j++) d->logits[j] *= scale;
     zero(d->pooled, (long)B * P);
-    linear_backward(d->pooled, m->g.cls_w, m->g.cls_b, d->logits, a->pooled, m->p.cls_w, B, P, n);
+    linear_backward(d->pooled, g->cls_w, g->cls_b, a->dlogits, a->pooled, m->p.cls_w, B, P, n);
     zero(d->proj, (long)BF * P);
     meanpool_backward(d->proj, d->pooled, valid, B, F, P);
     const float *top = c->use_weighted_layer_sum ? a->wsum : a->reported[L];
     float *dtop = c->use_weighted_layer_sum ? d->t2 : d->t1;
     zero(dtop, nh);
-    linear_backward(dtop, m->g.proj_w, m->g.proj_b, d->proj, top, m->p.proj_w, BF, H, P);
+    linear_backward(dtop, g->proj_w, g->proj_b, d->proj, top, m->p.proj_w, BF, H, P);
     if (c->use_weighted_layer_sum) {
         for (int i = 0; i <= L; i++) zero(d->hs[i], nh);
-        layersum_backward(d->hs, m->g.layer_weights, dtop, a->reported, m->p.layer_weights, L + 1, nh);
+        layersum_backward(d->hs, g->layer_weights, dtop, a->reported, m->p.layer_weights, L + 1, nh);
         memcpy(d->t1, d->hs[L], (size_t)nh * sizeof(float));
     }
     /* d->t1 = d loss / d reported[L] */
     if (c->do_stable_layer_norm) {
         zero(d->h, nh);
-        layernorm_backward(d->h, m->g.enc_ln_w, m->g.enc_ln_b, d->t1, a->hidden[L], m->p.enc_ln_w, a->enc_mean,
+        layernorm_backward(d->h, g->enc_ln_w, g->enc_ln_b, d->t1, a->hidden[L], m->p.enc_ln_w, a->enc_mean,
                            a->enc_rstd, BF, H);
     } else {
         memcpy(d->h, d->t1, (size_t)nh * sizeof(float));
@@ -815,7 +937,7 @@ void w2v_model_backward(w2v_model *m, float scale)
 
     /* transformer layers, top down */
     for (int i = L - 1; i >= 0; i--) {
-        if (!a->skip[i]) layer_backward(m, i);
+        if (!m->skip[i]) layer_backward(m, sh, i);
         if (c->use_weighted_layer_sum)
             for (long j = 0; j < nh; j++) d->h[j] += d->hs[i][j];
     }
@@ -823,11 +945,11 @@ void w2v_model_backward(w2v_model *m, float scale)
     /* encoder input: d->t2 = d enc_sum */
     zero(d->t2, nh);
     if (c->do_stable_layer_norm) {
-        dropout_backward(d->t2, d->h, nh, m->p_hidden, site_key(m, SITE_ENC, 0));
+        dropout_backward(d->t2, d->h, nh, m->p_hidden, site_key(m, SITE_ENC, 0), first);
     } else {
         zero(d->t1, nh);
-        dropout_backward(d->t1, d->h, nh, m->p_hidden, site_key(m, SITE_ENC, 0));
-        layernorm_backward(d->t2, m->g.enc_ln_w, m->g.enc_ln_b, d->t1, a->enc_sum, m->p.enc_ln_w, a->enc_mean,
+        dropout_backward(d->t1, d->h, nh, m->p_hidden, site_key(m, SITE_ENC, 0), first);
+        layernorm_backward(d->t2, g->enc_ln_w, g->enc_ln_b, d->t1, a->enc_sum, m->p.enc_ln_w, a->enc_mean,
                            a->enc_rstd, BF, H);
     }
     /* d->t1 = d enc_in: the residual plus the positional conv */
@@ -837,8 +959,8 @@ void w2v_model_backward(w2v_model *m, float scale)
     conv_shape ps = pos_conv_shape(c, a);
     long pwn = (long)H * (H / ps.G) * ps.K;
     zero(d->pos_w, pwn);
-    conv1d_backward(d->t1, d->pos_w, m->g.pos_b, d->q, a->enc_in, a->pos_w, &ps, a->scratch);
-    weightnorm_backward(m->g.pos_g, m->g.pos_v, d->pos_w, m->p.pos_g, m->p.pos_v, H * (H / ps.G), ps.K);
+    conv1d_backward(d->t1, d->pos_w, g->pos_b, d->q, a->enc_in, a->pos_w, &ps, sh->scratch);
+    weightnorm_backward(g->pos_g, g->pos_v, d->pos_w, m->p.pos_g, m->p.pos_v, H * (H / ps.G), ps.K);
     if (valid)
         for (int b = 0; b < B; b++) zero(d->t1 + ((long)b * F + valid[b]) * H, (long)(F - valid[b]) * H);
     /* SpecAugment, undone in reverse: feature spans, then time spans */
@@ -849,19 +971,19 @@ void w2v_model_backward(w2v_model *m, float scale)
     if (m->time_masked)
         for (long j = 0; j < (long)BF; j++)
             if (a->time_mask[j]) {
-                for (int ch = 0; ch < H; ch++) m->g.masked_spec_embed[ch] += d->t1[j * H + ch];
+                for (int ch = 0; ch < H; ch++) g->masked_spec_embed[ch] += d->t1[j * H + ch];
                 zero(d->t1 + j * H, H);
             }
 
     /* feature projection */
     zero(d->t2, nh);
-    dropout_backward(d->t2, d->t1, nh, m->p_feat, site_key(m, SITE_FEAT_PROJ, 0));
+    dropout_backward(d->t2, d->t1, nh, m->p_feat, site_key(m, SITE_FEAT_PROJ, 0), first);
     zero(d->c0, (long)BF * C);
-    linear_backward(d->c0, m->g.fp_w, m->g.fp_b, d->t2, a->fp_ln, m->p.fp_w, BF, C, H);
+    linear_backward(d->c0, g->fp_w, g->fp_b, d->t2, a->fp_ln, m->p.fp_w, BF, C, H);
     int nconv = c->num_conv_layers;
     float *dact = m->frozen ? NULL : d->c1;
     if (dact) zero(dact, (long)BF * C);
-    layernorm_backward(dact, m->g.fp_ln_w, m->g.fp_ln_b, d->c0, a->conv_act[nconv - 1], m->p.fp_ln_w, a->fp_mean,
+    layernorm_backward(dact, g->fp_ln_w, g->fp_ln_b, d->c0, a->conv_act[nconv - 1], m->p.fp_ln_w, a->fp_mean,
                        a->fp_rstd, BF, C);
     if (m->frozen) return;
 
@@ -878,10 +1000,10 @@ void w2v_model_backward(w2v_model *m, float scale)
             dconv = bufs[(ia + 2) % 3];
             zero(dconv, cnt);
             if (c->feat_extract_norm_layer)
-                layernorm_backward(dconv, m->g.conv_nw[l], m->g.conv_nb[l], dpre, a->conv_out[l], m->p.conv_nw[l],
+                layernorm_backward(dconv, g->conv_nw[l], g->conv_nb[l], dpre, a->conv_out[l], m->p.conv_nw[l],
                                    a->conv_mean[l], a->conv_rstd[l], B * s.Tout, s.Cout);
             else
-                groupnorm_backward(dconv, m->g.conv_nw[l], m->g.conv_nb[l], dpre, a->conv_out[l], m->p.conv_nw[l],
+                groupnorm_backward(dconv, g->conv_nw[l], g->conv_nb[l], dpre, a->conv_out[l], m->p.conv_nw[l],
                                    a->conv_mean[l], a->conv_rstd[l], B, s.Tout, s.Cout);
         }
         /* the input of layer 0 is the audio: no gradient needed there */
@@ -890,8 +1012,29 @@ void w2v_model_backward(w2v_model *m, float scale)
             dx = bufs[ia];
             zero(dx, (long)B * s.Tin * s.Cin);
         }
-        conv1d_backward(dx, m->g.conv_w[l], c->conv_bias ? m->g.conv_b[l] : NULL, dconv,
-                        l ? a->conv_act[l - 1] : a->input, m->p.conv_w[l], &s, a->scratch);
+        conv1d_backward(dx, g->conv_w[l], c->conv_bias ? g->conv_b[l] : NULL, dconv,
+                        l ? a->conv_act[l - 1] : a->input, m->p.conv_w[l], &s, sh->scratch);
+    }
+}
+
+void w2v_model_backward(w2v_model *m, float scale)
+{
+    acts *a = &m->a;
+    int n = m->cfg.num_labels;
+    if (!m->has_labels) return;
+    ensure_grads(m);
+    zero(a->dlogits, (long)a->B * n);
+    crossentropy_backward(a->dlogits, a->probs, a->labels, a->B, n);
+    if (scale != 1.0f)
+        for (long j = 0; j < (long)a->B * n; j++) a->dlogits[j] *= scale;
+    each_shard(m, shard_backward);
+    if (m->nshards == 1) return;
+    /* the other shards' gradients into the model's, in shard order */
+    #pragma omp parallel for
+    for (long j = 0; j < m->nfloats; j++) {
+        float s = 0;
+        for (int k = 1; k < m->nshards; k++) s += m->shards[k].grad_block[j];
+        m->grad_block[j] += s;
     }
 }
 
@@ -904,7 +1047,7 @@ const float *w2v_model_activation(const w2v_model *m, const char *name, int64_t 
     int H = c->hidden_size, L = c->num_hidden_layers, idx;
     char tail;
     shape[0] = a->B, shape[1] = a->F, shape[2] = H;
-    if (!a->arena) return NULL;
+    if (!m->arena) return NULL;
     if (sscanf(name, "conv_layer.%d%c", &idx, &tail) == 1 && idx >= 0 && idx < c->num_conv_layers) {
         shape[1] = a->Tl[idx + 1], shape[2] = c->conv_dim[idx];
         return a->conv_act[idx];

@@ -42,10 +42,12 @@ float w2v_exp_neg(float x);
 void gelu_forward(float *out, const float *x, long n);
 void gelu_backward(float *dx, const float *x, const float *dout, long n);
 /* Dropout with probability p: out = x * keep / (1 - p), keep drawn from
- * w2v_hash(key, i), so the backward recomputes the same mask.  out may
- * alias x; p = 0 copies. */
-void dropout_forward(float *out, const float *x, long n, float p, uint64_t key);
-void dropout_backward(float *dx, const float *dout, long n, float p, uint64_t key);
+ * w2v_hash(key, i) for element i of a tensor of which x holds the n
+ * elements from index first on (a shard's part), so the backward, and any
+ * other cut of the tensor, draws the same mask.  out may alias x; p = 0
+ * copies. */
+void dropout_forward(float *out, const float *x, long n, float p, uint64_t key, long first);
+void dropout_backward(float *dx, const float *dout, long n, float p, uint64_t key, long first);
 /* out = a + b (residual connections); out may alias a or b. */
 void residual_forward(float *out, const float *a, const float *b, long n);
 
@@ -71,11 +73,12 @@ void weightnorm_backward(float *dg, float *dv, const float *dw, const float *g, 
 /* Scaled dot-product attention of nh heads over q, k, v [B, T, H] (q
  * already scaled); keys at frames >= valid[b] are masked (valid NULL: none).
  * probs [B, nh, T, T] keeps the softmax for the backward; attention dropout
- * p uses key. */
+ * p uses key, per head and example, b0 being the index of the first
+ * example in the whole batch. */
 void attention_forward(float *ctx, float *probs, const float *q, const float *k, const float *v,
-                       const int *valid, int B, int T, int H, int nh, float p, uint64_t key, float *scratch);
+                       const int *valid, int B, int T, int H, int nh, float p, uint64_t key, int b0, float *scratch);
 void attention_backward(float *dq, float *dk, float *dv, const float *dctx, const float *probs, const float *q,
-                        const float *k, const float *v, int B, int T, int H, int nh, float p, uint64_t key,
+                        const float *k, const float *v, int B, int T, int H, int nh, float p, uint64_t key, int b0,
                         float *scratch);
 long attention_scratch(int T);
 

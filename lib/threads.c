@@ -21,4 +21,6 @@ void w2v_set_threads(int n)
 {
     threads = n;
     omp_set_num_threads(n);
+    /* a shard's thread runs its operations' parallel loops alone */
+    omp_set_max_active_levels(1);
 }

@@ -10,6 +10,7 @@
 #include "ops.h"
 #include "w2v/model.h"
 #include "w2v/rng.h"
+#include "w2v/threads.h"
 
 #include <stdlib.h>
 #include <string.h>
@@ -131,7 +132,7 @@ typedef struct { float *out, *x; long n; float p; int which; } elt_ctx;
 static void elt_fwd(void *p)
 {
     elt_ctx *c = p;
-    if (c->which) dropout_forward(c->out, c->x, c->n, c->p, 42);
+    if (c->which) dropout_forward(c->out, c->x, c->n, c->p, 42, 0);
     else gelu_forward(c->out, c->x, c->n);
 }
 
@@ -145,11 +146,11 @@ static void test_elementwise(void)
     check_input(&oc, "x", c.x, dx, n, 1e-2f, 1e-4);
     c.which = 1;
     memset(dx, 0, (size_t)n * sizeof *dx);
-    dropout_backward(dx, r, n, c.p, 42);
+    dropout_backward(dx, r, n, c.p, 42, 0);
     op_check od = {"dropout", elt_fwd, &c, c.out, r, n};
     check_input(&od, "x", c.x, dx, n, 1e-2f, 1e-5);
     long kept = 0;
-    dropout_forward(c.out, c.x, n, c.p, 42);
+    dropout_forward(c.out, c.x, n, c.p, 42, 0);
     for (long i = 0; i < n; i++) kept += c.out[i] != 0;
     CHECK(kept > n * 0.55 && kept < n * 0.85, "dropout 0.3 kept %ld of %ld", kept, n);
 }
@@ -201,7 +202,7 @@ typedef struct { float *ctx, *probs, *q, *k, *v, *scratch; int *valid, B, T, H, 
 static void att_fwd(void *p)
 {
     att_ctx *c = p;
-    attention_forward(c->ctx, c->probs, c->q, c->k, c->v, c->valid, c->B, c->T, c->H, c->nh, c->p, 7, c->scratch);
+    attention_forward(c->ctx, c->probs, c->q, c->k, c->v, c->valid, c->B, c->T, c->H, c->nh, c->p, 7, 0, c->scratch);
 }
 
 static void test_attention(float p, int masked)
@@ -213,7 +214,7 @@ static void test_attention(float p, int masked)
                  zeros(attention_scratch(T)), masked ? valid : NULL, B, T, H, nh, p};
     float *r = randn(n, 1), *dq = zeros(n), *dk = zeros(n), *dv = zeros(n);
     att_fwd(&c);
-    attention_backward(dq, dk, dv, r, c.probs, c.q, c.k, c.v, B, T, H, nh, p, 7, c.scratch);
+    attention_backward(dq, dk, dv, r, c.probs, c.q, c.k, c.v, B, T, H, nh, p, 7, 0, c.scratch);
     char name[64];
     snprintf(name, sizeof name, "attention(p=%.1f%s)", p, masked ? ", masked" : "");
     op_check oc = {name, att_fwd, &c, c.ctx, r, n};
@@ -271,25 +272,31 @@ static double model_loss(model_ctx *c)
     return w2v_model_forward(c->m, &c->in, &c->run, NULL, err, sizeof err);
 }
 
-static void test_model(int stable, int weighted)
+/* The tiny model with every random draw on: dropout, LayerDrop, SpecAugment. */
+static void model_config(w2v_config *cfg, int stable, int weighted)
 {
     char err[256];
-    w2v_config cfg;
-    CHECK(w2v_config_preset(&cfg, "tiny", err, sizeof err) == 0, "%s", err);
-    cfg.do_stable_layer_norm = stable;
-    cfg.feat_extract_norm_layer = stable;
-    cfg.conv_bias = stable;
-    cfg.use_weighted_layer_sum = weighted;
-    cfg.hidden_dropout = cfg.attention_dropout = cfg.activation_dropout = cfg.feat_proj_dropout = 0.1;
-    cfg.layerdrop = 0.3;
-    cfg.apply_spec_augment = 1;
-    cfg.mask_time_prob = 0.2;
-    cfg.mask_time_length = 3;
-    cfg.mask_feature_prob = 0.2;
-    cfg.mask_feature_length = 4;
-    cfg.return_attention_mask = 1;
+    CHECK(w2v_config_preset(cfg, "tiny", err, sizeof err) == 0, "%s", err);
+    cfg->do_stable_layer_norm = stable;
+    cfg->feat_extract_norm_layer = stable;
+    cfg->conv_bias = stable;
+    cfg->use_weighted_layer_sum = weighted;
+    cfg->hidden_dropout = cfg->attention_dropout = cfg->activation_dropout = cfg->feat_proj_dropout = 0.1;
+    cfg->layerdrop = 0.3;
+    cfg->apply_spec_augment = 1;
+    cfg->mask_time_prob = 0.2;
+    cfg->mask_time_length = 3;
+    cfg->mask_feature_prob = 0.2;
+    cfg->mask_feature_length = 4;
+    cfg->return_attention_mask = 1;
     char *labels[3] = {"a", "b", "c"};
-    w2v_config_set_labels(&cfg, 3, labels);
+    w2v_config_set_labels(cfg, 3, labels);
+}
+
+static void test_model(int stable, int weighted)
+{
+    w2v_config cfg;
+    model_config(&cfg, stable, weighted);
     w2v_model *m = w2v_model_new(&cfg);
     w2v_model_init_weights(m, 5);
     int B = 3, T = 1400;
@@ -336,6 +343,58 @@ static void test_model(int stable, int weighted)
     w2v_config_free(&cfg);
 }
 
+/* Data parallelism: a batch cut into one shard per thread gives what it
+ * gives whole, to float rounding, with every random draw on (the draws
+ * are keyed by the example's place in the batch, not by the shard). */
+static void test_shards(int stable)
+{
+    w2v_config cfg;
+    model_config(&cfg, stable, !stable);
+    w2v_model *m = w2v_model_new(&cfg);
+    w2v_model_init_weights(m, 9);
+    int B = 5, T = 1400, n = cfg.num_labels, threads = w2v_threads();
+    float *x = randn((long)B * T, 1);
+    int64_t lengths[5] = {1400, 1100, 900, 1400, 1000}, lab[5] = {0, 2, 1, 1, 0};
+    model_ctx c = {m, {B, T, x, lengths, lab}, {1, 11, 0, 1}};
+    long np;
+    float *g = w2v_model_grads(m, &np), *g1 = malloc((size_t)np * sizeof *g1), l1[15], lg[15];
+    double loss1 = 0;
+    /* a step whose draws mask some time frames (the backward undoes them) */
+    while (c.run.step < 1000 && (model_loss(&c), !w2v_model_param_has_grad(m, cfg.use_weighted_layer_sum)))
+        c.run.step++;
+    for (int t = 1; t <= 3; t++) {
+        w2v_set_threads(t);
+        w2v_model_zero_grad(m);
+        char err[256];
+        double loss = w2v_model_forward(m, &c.in, &c.run, lg, err, sizeof err);
+        w2v_model_backward(m, 1.0f);
+        if (t == 1) {
+            loss1 = loss;
+            memcpy(l1, lg, sizeof l1);
+            memcpy(g1, g, (size_t)np * sizeof *g1);
+            continue;
+        }
+        float dl = 0;
+        for (int j = 0; j < B * n; j++) dl = fmaxf(dl, fabsf(lg[j] - l1[j]));
+        CHECK(fabs(loss - loss1) < 1e-6 && dl < 1e-6f, "shards(stable=%d, %d threads): loss %.8f vs %.8f, logits %.3g",
+              stable, t, loss, loss1, dl);
+        for (int i = 0; i < w2v_model_num_params(m); i++) {
+            const w2v_param *pp = w2v_model_param(m, i);
+            float d = 0, big = 0;
+            for (long j = pp->offset; j < pp->offset + pp->size; j++) {
+                d = fmaxf(d, fabsf(g[j] - g1[j]));
+                big = fmaxf(big, fabsf(g1[j]));
+            }
+            CHECK(d <= 1e-5f * big + 1e-9f, "shards(stable=%d, %d threads) d/d%s: max|diff| %.3g of %.3g", stable, t,
+                  pp->name, d, big);
+        }
+    }
+    w2v_set_threads(threads);
+    free(g1);
+    w2v_model_free(m);
+    w2v_config_free(&cfg);
+}
+
 /* The GELU's own erf and exp against libm's, in double. */
 static void test_approximations(void)
 {
@@ -372,6 +431,8 @@ int main(void)
     test_head();
     test_model(0, 0);
     test_model(1, 1);
+    test_shards(0);
+    test_shards(1);
     free_buffers();
     return unit_finish("test_gradcheck");
 }
