@@ -27,12 +27,15 @@ static const char usage[] =
     "  --labels-from STREAM      the labels of a w2v stream's header ('-' reads stdin)\n"
     "  --attention-mask yes|no   whether the feature extractor passes an attention mask\n"
     "                            (preprocessor_config.json return_attention_mask) [as the config]\n"
+    "  --filterbank              start the conv encoder as a mel-like spectrogram instead of random:\n"
+    "                            layer 0 a Gabor filterbank (60 Hz to 0.95 x Nyquist, four phases\n"
+    "                            a band), layer 1, if it has a channel per band, the envelopes\n"
     "  --seed N                  initialisation seed [0]\n"
     "  --quiet                   no summary on stderr\n"
     "  -h, --help                this text\n"
     "  --version                 print the version\n";
 
-enum { OPT_PRESET = 1, OPT_CONFIG, OPT_SET, OPT_LABELS, OPT_LABELS_FROM, OPT_MASK, OPT_SEED };
+enum { OPT_PRESET = 1, OPT_CONFIG, OPT_SET, OPT_LABELS, OPT_LABELS_FROM, OPT_MASK, OPT_SEED, OPT_FILTERBANK };
 
 static int split_labels(char *list, char ***out)
 {
@@ -75,12 +78,13 @@ int main(int argc, char **argv)
         {"labels-from", required_argument, 0, OPT_LABELS_FROM},
         {"attention-mask", required_argument, 0, OPT_MASK},
         {"seed", required_argument, 0, OPT_SEED},
+        {"filterbank", no_argument, 0, OPT_FILTERBANK},
         {"quiet", no_argument, 0, W2V_OPT_QUIET},
         {0, 0, 0, 0},
     };
     const char *output = NULL, *preset = NULL, *config = NULL, *labels_from = NULL;
     char *labels_arg = NULL, err[1024];
-    int opt, mask = -1;
+    int opt, mask = -1, filterbank = 0, fb_layers = 0;
     long seed = 0;
     size_t sets_cap = 64, sets_len = 0;
     char *sets = malloc(sets_cap);
@@ -111,6 +115,7 @@ int main(int argc, char **argv)
             else if (!strcmp(optarg, "no")) mask = 0;
             else w2v_usage_error("--attention-mask: yes or no, not '%s'", optarg);
             break;
+        case OPT_FILTERBANK: filterbank = 1; break;
         case OPT_SEED: seed = w2v_parse_long("--seed", optarg, 0, LONG_MAX); break;
         }
     }
@@ -156,11 +161,14 @@ int main(int argc, char **argv)
 
     w2v_model *m = w2v_model_new(&c);
     w2v_model_init_weights(m, (uint64_t)seed);
+    if (filterbank && (fb_layers = w2v_model_init_filterbank(m, 60, 0.95 * c.sampling_rate / 2, err, sizeof err)) < 0)
+        w2v_usage_error("--filterbank: %s", err);
     if (w2v_model_save(m, output, err, sizeof err) < 0) w2v_die("%s", err);
     long count = 0;
     for (int i = 0; i < w2v_model_num_params(m); i++) count += w2v_model_param(m, i)->size;
-    w2v_note("%s: %ld parameters, %d labels, %s encoder, hidden %d x %d layers", output, count, c.num_labels,
-             c.do_stable_layer_norm ? "pre-LN" : "post-LN", c.hidden_size, c.num_hidden_layers);
+    w2v_note("%s: %ld parameters, %d labels, %s encoder, hidden %d x %d layers%s", output, count, c.num_labels,
+             c.do_stable_layer_norm ? "pre-LN" : "post-LN", c.hidden_size, c.num_hidden_layers,
+             fb_layers == 2 ? ", conv layers 0-1 a filterbank and its envelopes" : fb_layers ? ", conv layer 0 a filterbank" : "");
     w2v_model_free(m);
     w2v_config_free(&c);
     return 0;

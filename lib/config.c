@@ -44,26 +44,28 @@ static const char preset_base[] =
     "\"no_mask_time_overlap\":false}";
 
 /* The demo's model, trained from scratch in minutes on 2 cores (measured on
- * ks-synth corpora; the figures are in README):
+ * ks-synth corpora; the figures are in README), with w2v-init --filterbank
+ * and the feature encoder frozen:
+ * - a conv feature encoder of two layers that --filterbank starts as a
+ *   mel-like spectrogram: 400 taps (25 ms) at a stride of 80 (5 ms), 32
+ *   bands of four phases each, GroupNorm ("group": each band normalised
+ *   over the clip) and GELU; then a layer of kernel 4, stride 4 that adds
+ *   each band's phases into its envelope, 49 frames a second.  Trained from
+ *   kaiming-normal weights, the encoder learns slowly and generalises to new
+ *   speakers poorly (72.6% test accuracy after the demo's minutes, against
+ *   over 90% for this one frozen);
  * - pre-LN (do_stable_layer_norm): the post-LN form stalls from random
  *   weights (shared/notes);
- * - "group" conv norm: GroupNorm normalises each channel over time, keeping
- *   where in the clip the energy is; "layer" normalises every frame across
- *   channels, so noise frames look as loud as speech, and learned a third
- *   as fast;
- * - a first conv layer of 400 taps (25 ms) at a stride of 80 (5 ms), like a
- *   learned filterbank, then two kernel-3 stride-2 layers to 48 frames a
- *   second: the frequency selectivity wav2vec2's 10-tap stack must build
- *   over seven layers is there at once, at a fifth of the conv cost;
- * - two transformer layers: more epochs in the same minutes beat depth. */
+ * - two transformer layers of 96, dropout 0.1 and no SpecAugment, which
+ *   cost accuracy here (90.0% with time masks against 91.5% without). */
 static const char preset_small[] =
-    "{\"conv_dim\":[128,128,128],\"conv_kernel\":[400,3,3],\"conv_stride\":[80,2,2],\"conv_bias\":true,"
-    "\"feat_extract_norm\":\"group\",\"num_feat_extract_layers\":3,"
+    "{\"conv_dim\":[128,32],\"conv_kernel\":[400,4],\"conv_stride\":[80,4],\"conv_bias\":true,"
+    "\"feat_extract_norm\":\"group\",\"num_feat_extract_layers\":2,"
     "\"do_stable_layer_norm\":true,\"hidden_size\":96,\"num_hidden_layers\":2,\"num_attention_heads\":4,"
     "\"intermediate_size\":384,\"num_conv_pos_embeddings\":32,\"num_conv_pos_embedding_groups\":8,"
     "\"classifier_proj_size\":64,\"output_hidden_size\":96,\"hidden_dropout\":0.1,\"activation_dropout\":0.0,"
     "\"attention_dropout\":0.1,\"feat_proj_dropout\":0.1,\"final_dropout\":0.0,\"layerdrop\":0.0,"
-    "\"apply_spec_augment\":true,\"mask_time_prob\":0.05,\"mask_time_length\":5}";
+    "\"mask_time_prob\":0.0}";
 
 /* The golden test cases' sizes. */
 static const char preset_tiny[] =

@@ -356,6 +356,51 @@ void w2v_model_init_weights(w2v_model *m, uint64_t seed)
     init_weight_g(m);
 }
 
+/* Learning filters from raw audio is what makes a Wav2Vec2 slow to start
+ * from scratch: HF's kaiming-normal first layer is white noise.  Here each
+ * centre frequency, mel-spaced from fmin to fmax, gets four unit-norm
+ * Hann-windowed cosines a quarter period apart (0, 90, 180, 270 degrees):
+ * after the GroupNorm and GELU, their sum is the band's envelope whatever
+ * the signal's phase at the frame.  A second layer with a channel per band
+ * starts as that sum, averaged over its taps: the encoder then computes a
+ * mel-like spectrogram, which a frozen encoder keeps. */
+int w2v_model_init_filterbank(w2v_model *m, double fmin, double fmax, char *err, size_t errlen)
+{
+    const w2v_config *c = &m->cfg;
+    int C = c->conv_dim[0], K = c->conv_kernel[0], bands = C / 4;
+    double rate = c->sampling_rate;
+    if (C % 4) return set_error(err, errlen, "a filterbank needs conv_dim[0] divisible by 4, not %d", C);
+    if (K < 16) return set_error(err, errlen, "a filterbank needs a first conv kernel of at least 16 taps, not %d", K);
+    if (!(fmin > 0 && fmin < fmax && fmax <= rate / 2))
+        return set_error(err, errlen, "filterbank range %g-%g Hz: need 0 < fmin < fmax <= %g", fmin, fmax, rate / 2);
+    double mlo = 2595 * log10(1 + fmin / 700), mhi = 2595 * log10(1 + fmax / 700);
+    for (int i = 0; i < bands; i++) {
+        double mel = bands > 1 ? mlo + (mhi - mlo) * i / (bands - 1) : mlo;
+        double f = 700 * (pow(10, mel / 2595) - 1);
+        for (int q = 0; q < 4; q++) {
+            float *w = m->p.conv_w[0] + (long)(4 * i + q) * K;
+            double ss = 0;
+            for (int k = 0; k < K; k++) {
+                double t = (k - (K - 1) / 2.0) / rate, hann = 0.5 - 0.5 * cos(2 * M_PI * k / (K - 1));
+                w[k] = (float)(hann * cos(2 * M_PI * f * t + q * M_PI / 2));
+                ss += (double)w[k] * w[k];
+            }
+            for (int k = 0; k < K; k++) w[k] = (float)(w[k] / sqrt(ss));
+        }
+    }
+    if (c->conv_bias) memset(m->p.conv_b[0], 0, (size_t)C * sizeof(float));
+    if (c->num_conv_layers < 2 || c->conv_dim[1] != bands) return 1;
+    /* the envelope layer: [bands, C, K1], band i reads channels 4i .. 4i + 3 */
+    int K1 = c->conv_kernel[1];
+    float *w1 = m->p.conv_w[1];
+    memset(w1, 0, (size_t)bands * C * K1 * sizeof(float));
+    for (int i = 0; i < bands; i++)
+        for (int q = 0; q < 4; q++)
+            for (int k = 0; k < K1; k++) w1[((long)i * C + 4 * i + q) * K1 + k] = 1.0f / (float)K1;
+    if (c->conv_bias) memset(m->p.conv_b[1], 0, (size_t)bands * sizeof(float));
+    return 2;
+}
+
 int w2v_model_init_param(w2v_model *m, const char *name, uint64_t seed)
 {
     const w2v_param *p = w2v_model_find_param(m, name);

@@ -27,6 +27,15 @@ void w2v_model_free(w2v_model *m);
 const w2v_config *w2v_model_config(const w2v_model *m);
 /* Initialises every parameter as transformers' _init_weights does. */
 void w2v_model_init_weights(w2v_model *m, uint64_t seed);
+/* Replaces conv layer 0's weights by a mel-spaced Gabor filterbank over
+ * fmin..fmax Hz (conv_dim[0] / 4 bands, four phases each) and, when conv
+ * layer 1 has a channel per band, layer 1's by the bands' envelopes (the sum
+ * of each band's four phases, averaged over the taps); their biases become
+ * zeros.  The encoder then starts as a mel-like spectrogram: from scratch,
+ * with the encoder frozen, a model learns far faster than from
+ * _init_weights' kaiming normal.  Returns the number of layers set (1 or
+ * 2), or -1 with err set when layer 0 cannot hold a filterbank. */
+int w2v_model_init_filterbank(w2v_model *m, double fmin, double fmax, char *err, size_t errlen);
 /* One parameter, as _init_weights would (for what a checkpoint lacks). */
 int w2v_model_init_param(w2v_model *m, const char *name, uint64_t seed);
 

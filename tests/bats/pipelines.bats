@@ -8,7 +8,7 @@ setup_file() {
     export PATH="$BATS_TEST_DIRNAME/../../build/bin:$PATH"
 }
 
-MINI='--set conv_dim=[16,16,16] --set hidden_size=32 --set num_hidden_layers=1 --set num_attention_heads=2 --set intermediate_size=64 --set num_conv_pos_embeddings=8 --set num_conv_pos_embedding_groups=4 --set classifier_proj_size=8'
+MINI='--filterbank --set conv_dim=[16,4] --set hidden_size=32 --set num_hidden_layers=1 --set num_attention_heads=2 --set intermediate_size=64 --set num_conv_pos_embeddings=8 --set num_conv_pos_embedding_groups=4 --set classifier_proj_size=8'
 
 @test "demo.mk runs end to end on a small corpus, then has nothing left to do" {
     run make -s -f "$TOP/pipelines/demo.mk" OUT="$T/demo" SPEAKERS=6 SYNTH_OPTS="--per-word 1 --noise-seconds 2" \

@@ -2,11 +2,12 @@
 # once per suite (setup_file): ks-synth -> ks-fetch -> ks-extract.
 
 # A model of the demo's shape, shrunk so that a training step takes
-# milliseconds: conv layers of 16 channels, one transformer layer.
+# milliseconds: a filterbank encoder of 4 bands (16 and 4 channels), one
+# transformer layer.
 mini_model() { # DIR [w2v-init options...]
     local dir=$1
     shift
-    w2v-init --quiet --preset small --set 'conv_dim=[16,16,16]' --set hidden_size=32 \
+    w2v-init --quiet --preset small --filterbank --set 'conv_dim=[16,4]' --set hidden_size=32 \
         --set num_hidden_layers=1 --set num_attention_heads=2 --set intermediate_size=64 \
         --set num_conv_pos_embeddings=8 --set num_conv_pos_embedding_groups=4 \
         --set classifier_proj_size=8 -o "$dir" "$@"

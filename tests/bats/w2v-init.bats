@@ -60,6 +60,37 @@ sys.stdout.buffer.write(msgpack.packb({"format": "w2v-stream", "version": 1, "ty
     ! cmp -s a/model.safetensors c/model.safetensors
 }
 
+@test "--filterbank starts the encoder as a filterbank and its envelopes; the rest and the config as without" {
+    w2v-init --quiet --preset small --labels a,b --seed 3 -o plain
+    run w2v-init --preset small --labels a,b --seed 3 --filterbank -o fb
+    assert_success
+    assert_output --partial "conv layers 0-1 a filterbank and its envelopes"
+    cmp plain/config.json fb/config.json
+    run "$PY" -c '
+import json, struct, numpy as np
+def tensors(p):
+    b = open(p, "rb").read(); n = struct.unpack("<Q", b[:8])[0]; h = json.loads(b[8:8 + n])
+    return {k: np.frombuffer(b[8 + n + v["data_offsets"][0]: 8 + n + v["data_offsets"][1]], "<f4").reshape(v["shape"])
+            for k, v in h.items() if k != "__metadata__"}
+a, b = tensors("plain/model.safetensors"), tensors("fb/model.safetensors")
+enc = "wav2vec2.feature_extractor.conv_layers."
+changed = sorted(k for k in a if not np.array_equal(a[k], b[k]))
+assert changed == [enc + "0.conv.bias", enc + "0.conv.weight", enc + "1.conv.bias", enc + "1.conv.weight"], changed
+w0, w1 = b[enc + "0.conv.weight"], b[enc + "1.conv.weight"]
+assert np.allclose((w0[:, 0] ** 2).sum(1), 1, atol=1e-5)           # unit-norm filters
+want = np.zeros_like(w1)
+for i in range(w1.shape[0]): want[i, 4 * i: 4 * i + 4] = 1 / w1.shape[2]
+assert np.array_equal(w1, want)                                      # band i: its four phases
+assert not b[enc + "0.conv.bias"].any() and not b[enc + "1.conv.bias"].any()
+'
+    assert_success
+    # a first layer that cannot hold one is a usage error
+    run w2v-init --preset tiny --labels a,b --filterbank -o t
+    assert_failure 2
+    assert_output --partial "at least 16 taps"
+    [ ! -e t ]
+}
+
 @test "bad options and configs are clear errors, and leave nothing" {
     run w2v-init --preset huge -o m
     assert_failure 2
