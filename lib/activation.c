@@ -49,13 +49,13 @@ static inline float exp_neg(float x)
 float w2v_erf(float x) { return erf_approx(x); }
 float w2v_exp_neg(float x) { return exp_neg(x); }
 
-void gelu_forward(float *out, const float *x, long n)
+W2V_HOT void gelu_forward(float *out, const float *x, long n)
 {
     #pragma omp parallel for simd
     for (long i = 0; i < n; i++) out[i] = 0.5f * x[i] * (1.0f + erf_approx(x[i] * (float)M_SQRT1_2));
 }
 
-void gelu_backward(float *dx, const float *x, const float *dout, long n)
+W2V_HOT void gelu_backward(float *dx, const float *x, const float *dout, long n)
 {
     const float inv_sqrt_2pi = 0.3989422804014327f;
     #pragma omp parallel for simd
@@ -65,56 +65,45 @@ void gelu_backward(float *dx, const float *x, const float *dout, long n)
     }
 }
 
-/* The keep factor of dropout for elements 4q .. 4q+3: one 64-bit hash of
- * (key, q) gives four 16-bit uniforms, each compared with p (so p is taken
- * to 1/65536): a quarter of the hashing of one draw per element, which was
- * a tenth of a training step. */
-static inline void keep4(float f[4], uint64_t key, uint64_t q, uint32_t threshold, float scale)
+/* Dropout's draw for element i of the tensor keyed by key: murmur3's 32-bit
+ * finaliser of a Weyl sequence, 16 bits compared with p (so p is taken to
+ * 1/65536).  32-bit multiplies vectorise (a 64-bit hash per element, or per
+ * four, did not, and was a tenth of a training step). */
+static inline float keep(uint32_t key, uint32_t i, uint32_t threshold, float scale)
 {
-    uint64_t h = w2v_hash(key, q);
-    for (int k = 0; k < 4; k++) f[k] = ((h >> (16 * k)) & 0xffff) < threshold ? 0.0f : scale;
+    uint32_t h = key + i * 0x9e3779b9u;
+    h ^= h >> 16;
+    h *= 0x85ebca6bu;
+    h ^= h >> 13;
+    h *= 0xc2b2ae35u;
+    h ^= h >> 16;
+    return (h >> 16) < threshold ? 0.0f : scale;
 }
 
 static uint32_t threshold16(float p) { return (uint32_t)(p * 65536.0f + 0.5f); }
+static uint32_t key32(uint64_t key) { return (uint32_t)(w2v_hash(key, 0) >> 32); }
 
-/* Element i of the tensor the key covers takes lane i % 4 of the hash of
- * i / 4; these n elements are elements first .. first + n - 1 of it. */
-void dropout_forward(float *out, const float *x, long n, float p, uint64_t key, long first)
+W2V_HOT void dropout_forward(float *out, const float *x, long n, float p, uint64_t key, long first)
 {
     if (p <= 0) {
         if (out != x) memcpy(out, x, (size_t)n * sizeof *out);
         return;
     }
     float scale = 1.0f / (1.0f - p);
-    uint32_t th = threshold16(p);
-    #pragma omp parallel for
-    for (long q = first / 4; q < (first + n + 3) / 4; q++) {
-        float f[4];
-        keep4(f, key, (uint64_t)q, th, scale);
-        long lo = 4 * q > first ? 4 * q : first, hi = 4 * q + 4 < first + n ? 4 * q + 4 : first + n;
-        for (long i = lo; i < hi; i++) out[i - first] = x[i - first] * f[i - 4 * q];
-    }
+    uint32_t th = threshold16(p), k = key32(key), f0 = (uint32_t)first;
+    #pragma omp parallel for simd
+    for (long i = 0; i < n; i++) out[i] = x[i] * keep(k, f0 + (uint32_t)i, th, scale);
 }
 
-void dropout_backward(float *dx, const float *dout, long n, float p, uint64_t key, long first)
+W2V_HOT void dropout_backward(float *dx, const float *dout, long n, float p, uint64_t key, long first)
 {
-    if (p <= 0) {
-        #pragma omp parallel for simd
-        for (long i = 0; i < n; i++) dx[i] += dout[i];
-        return;
-    }
-    float scale = 1.0f / (1.0f - p);
-    uint32_t th = threshold16(p);
-    #pragma omp parallel for
-    for (long q = first / 4; q < (first + n + 3) / 4; q++) {
-        float f[4];
-        keep4(f, key, (uint64_t)q, th, scale);
-        long lo = 4 * q > first ? 4 * q : first, hi = 4 * q + 4 < first + n ? 4 * q + 4 : first + n;
-        for (long i = lo; i < hi; i++) dx[i - first] += dout[i - first] * f[i - 4 * q];
-    }
+    float scale = p > 0 ? 1.0f / (1.0f - p) : 1.0f;
+    uint32_t th = p > 0 ? threshold16(p) : 0, k = key32(key), f0 = (uint32_t)first;
+    #pragma omp parallel for simd
+    for (long i = 0; i < n; i++) dx[i] += dout[i] * keep(k, f0 + (uint32_t)i, th, scale);
 }
 
-void residual_forward(float *out, const float *a, const float *b, long n)
+W2V_HOT void residual_forward(float *out, const float *a, const float *b, long n)
 {
     #pragma omp parallel for simd
     for (long i = 0; i < n; i++) out[i] = a[i] + b[i];

