@@ -20,20 +20,28 @@ static int chunk_examples(const conv_shape *s)
     return nb < 1 ? 1 : nb > s->B ? s->B : (int)nb;
 }
 
+
+/* Without padding or groups, im2col is not needed: the receptive field of
+ * frame t is m = ceil(K / S) runs of input frames, run j the S frames from
+ * (t + j) S on (the last one the K - (m - 1) S left), each run S*Cin
+ * contiguous floats, so the product is m GEMMs that read x in place with a
+ * leading dimension of S*Cin, each against its slice of the reordered
+ * weight.  (For wav2vec2-base's kernel-3, stride-2 layers this saves
+ * writing, then packing, an input three times the size.) */
+static int direct(const conv_shape *s) { return s->G == 1 && s->P == 0; }
+static int slices(const conv_shape *s) { return s->S >= s->K ? 1 : (s->K + s->S - 1) / s->S; }
+static int slice_width(const conv_shape *s, int j)
+{
+    int taps = s->K - j * s->S;
+    return (taps < s->S ? taps : s->S) * s->Cin;
+}
+
+/* The reordered weight and its gradient, and im2col's columns when needed. */
 long conv1d_scratch(const conv_shape *s)
 {
     long cg = s->Cin / s->G, wsize = (long)s->Cout * s->K * cg;
-    return 2 * wsize + 2 * (long)chunk_examples(s) * s->Tout * s->K * cg;
+    return 2 * wsize + (direct(s) ? 0 : 2 * (long)chunk_examples(s) * s->Tout * s->K * cg);
 }
-
-/* Without padding or groups, when the kernel is a whole number m of strides
- * (or shorter than one), im2col is not needed: the receptive field of frame
- * t is m runs of S*Cin floats, run j starting at x[(t + j) S], so the
- * product is m GEMMs that read x in place with a leading dimension of S*Cin,
- * each against its slice of the reordered weight. */
-static int direct(const conv_shape *s) { return s->G == 1 && s->P == 0 && (s->S >= s->K || s->K % s->S == 0); }
-static int slices(const conv_shape *s) { return s->S >= s->K ? 1 : s->K / s->S; }
-static int slice_width(const conv_shape *s) { return (s->S >= s->K ? s->K : s->S) * s->Cin; }
 
 W2V_HOT static void reorder_weight(float *wr, const float *w, const conv_shape *s)
 {
@@ -96,11 +104,11 @@ void conv1d_forward(float *out, const float *x, const float *w, const float *bia
     }
     float beta = bias ? 1.0f : 0.0f;
     if (direct(s)) {
-        int m = slices(s), kw = slice_width(s);
+        int m = slices(s);
         for (int b = 0; b < s->B; b++)
             for (int j = 0; j < m; j++)
-                gemm(0, 1, s->Tout, s->Cout, kw, 1.0f, x + ((long)b * s->Tin + (long)j * s->S) * s->Cin,
-                     s->S * s->Cin, wr + (long)j * kw, (int)row, j || bias ? 1.0f : 0.0f,
+                gemm(0, 1, s->Tout, s->Cout, slice_width(s, j), 1.0f, x + ((long)b * s->Tin + (long)j * s->S) * s->Cin,
+                     s->S * s->Cin, wr + (long)j * s->S * s->Cin, (int)row, j || bias ? 1.0f : 0.0f,
                      out + (long)b * s->Tout * s->Cout, s->Cout);
         return;
     }
@@ -126,13 +134,14 @@ void conv1d_backward(float *dx, float *dw, float *dbias, const float *dout, cons
     memset(dwr, 0, (size_t)wsize * sizeof *dwr);
     if (dbias) column_sum(dbias, dout, (long)s->B * s->Tout, s->Cout);
     if (direct(s)) {
-        int m = slices(s), kw = slice_width(s);
+        int m = slices(s);
         for (int b = 0; b < s->B; b++)
             for (int j = 0; j < m; j++) {
-                long xo = ((long)b * s->Tin + (long)j * s->S) * s->Cin;
+                long xo = ((long)b * s->Tin + (long)j * s->S) * s->Cin, wo = (long)j * s->S * s->Cin;
+                int kw = slice_width(s, j);
                 const float *gb = dout + (long)b * s->Tout * s->Cout;
-                if (dw) gemm(1, 0, s->Cout, kw, s->Tout, 1.0f, gb, s->Cout, x + xo, s->S * s->Cin, 1.0f, dwr + (long)j * kw, (int)row);
-                if (dx) gemm(0, 0, s->Tout, kw, s->Cout, 1.0f, gb, s->Cout, wr + (long)j * kw, (int)row, 1.0f, dx + xo, s->S * s->Cin);
+                if (dw) gemm(1, 0, s->Cout, kw, s->Tout, 1.0f, gb, s->Cout, x + xo, s->S * s->Cin, 1.0f, dwr + wo, (int)row);
+                if (dx) gemm(0, 0, s->Tout, kw, s->Cout, 1.0f, gb, s->Cout, wr + wo, (int)row, 1.0f, dx + xo, s->S * s->Cin);
             }
     } else {
         for (int b0 = 0; b0 < s->B; b0 += nbmax) {

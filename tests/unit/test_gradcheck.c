@@ -422,6 +422,7 @@ int main(void)
     test_elementwise();
     test_conv("conv(feature encoder)", (conv_shape){2, 50, 9, 3, 4, 10, 5, 0, 1});
     test_conv("conv(stride=kernel)", (conv_shape){2, 12, 6, 4, 5, 2, 2, 0, 1});
+    test_conv("conv(kernel not a multiple of the stride)", (conv_shape){2, 15, 6, 3, 4, 5, 2, 0, 1});
     test_conv("conv(positional, even kernel)", (conv_shape){2, 9, 9, 8, 8, 4, 1, 2, 4});
     test_conv("conv(positional, odd kernel)", (conv_shape){2, 9, 9, 6, 6, 3, 1, 1, 2});
     test_weightnorm();
