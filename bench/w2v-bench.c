@@ -8,6 +8,7 @@
 #include "w2v/optim.h"
 #include "w2v/rng.h"
 
+#include <cblas.h>
 #include <getopt.h>
 #include <jansson.h>
 #include <limits.h>
@@ -24,14 +25,17 @@ static const char usage[] =
     "       w2v-bench --mode train-frozen --config model --threads 2\n"
     "\n"
     "A randomly initialised model (12 labels) runs warm-up iterations, then\n"
-    "timed ones; the median gives clips/s and the real-time factor (seconds of\n"
-    "compute per second of audio).  Peak RSS is the whole process's.  Training\n"
+    "timed ones; the median gives clips/s, the real-time factor (seconds of\n"
+    "compute per second of audio) and, for inference, GFLOP/s (2 per\n"
+    "multiply-add of the forward pass, counted from the config).  Peak RSS is the whole process's.  Training\n"
     "steps are forward (train mode: dropout on, SpecAugment off), backward and\n"
     "AdamW with clipping at 1.0 (w2v_optim_defaults).\n"
     "\n"
     "Options:\n"
-    "  --mode M          infer (eval-mode forward), train (forward, backward, AdamW)\n"
-    "                    or train-frozen (the same, conv feature encoder frozen) [infer]\n"
+    "  --mode M          infer (eval-mode forward), train (forward, backward, AdamW),\n"
+    "                    train-frozen (the same, conv feature encoder frozen), or sgemm:\n"
+    "                    the ceiling, a 2048^3 product cut over the threads as libw2v\n"
+    "                    cuts its products (OpenBLAS single-threaded in each) [infer]\n"
     "  --preset NAME     base (facebook/wav2vec2-base), small or tiny [base]\n"
     "  --config DIR      a model directory's config.json instead of a preset\n"
     "  --batch N         clips per forward pass [8]\n"
@@ -44,13 +48,53 @@ static const char usage[] =
     "  --version         print the version\n";
 
 enum { OPT_MODE = 1, OPT_PRESET, OPT_CONFIG, OPT_BATCH, OPT_SAMPLES, OPT_WARMUP, OPT_ITERS, OPT_SEED };
-enum { MODE_INFER, MODE_TRAIN, MODE_TRAIN_FROZEN };
-static const char *const mode_names[] = {"infer", "train", "train-frozen"};
+enum { MODE_INFER, MODE_TRAIN, MODE_TRAIN_FROZEN, MODE_SGEMM, NMODES };
+static const char *const mode_names[] = {"infer", "train", "train-frozen", "sgemm"};
 
 static int cmp_double(const void *a, const void *b)
 {
     double x = *(const double *)a, y = *(const double *)b;
     return (x > y) - (x < y);
+}
+
+/* Multiply-adds of one clip's forward pass of T samples: the products
+ * (convolutions, linear layers, attention); the elementwise work is left
+ * out. */
+static double forward_macs(const w2v_config *c, long T)
+{
+    double macs = 0, n = T;
+    for (int l = 0; l < c->num_conv_layers; l++) {
+        n = floor((n - c->conv_kernel[l]) / c->conv_stride[l]) + 1;
+        macs += n * c->conv_dim[l] * (l ? c->conv_dim[l - 1] : 1) * c->conv_kernel[l];
+    }
+    double F = n, H = c->hidden_size, C = c->conv_dim[c->num_conv_layers - 1];
+    macs += F * C * H;                                                              /* feature projection */
+    macs += F * H * (H / c->num_conv_pos_embedding_groups) * c->num_conv_pos_embeddings; /* positional conv */
+    macs += c->num_hidden_layers * F * (4 * H * H + 2 * H * c->intermediate_size + 2 * F * H);
+    macs += F * H * c->classifier_proj_size + c->classifier_proj_size * c->num_labels;
+    return macs;
+}
+
+/* The ceiling: an n^3 product cut into a block of columns per thread,
+ * each thread running OpenBLAS single-threaded, as libw2v's gemm does. */
+static double sgemm_seconds(int n, int nt)
+{
+    float *a = malloc((size_t)n * n * sizeof *a), *b = malloc((size_t)n * n * sizeof *b),
+          *cc = malloc((size_t)n * n * sizeof *cc);
+    if (!a || !b || !cc) w2v_die("out of memory");
+    for (long j = 0; j < (long)n * n; j++) a[j] = b[j] = (float)(j % 7) * 0.1f;
+    openblas_set_num_threads(1);
+    double t = w2v_now();
+    #pragma omp parallel for num_threads(nt)
+    for (int k = 0; k < nt; k++) {
+        int lo = n * k / nt, hi = n * (k + 1) / nt;
+        cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, n, hi - lo, n, 1.0f, a, n, b + lo, n, 0.0f, cc + lo, n);
+    }
+    t = w2v_now() - t;
+    free(a);
+    free(b);
+    free(cc);
+    return t;
 }
 
 /* Sorts t[0..n-1] and returns its median. */
@@ -84,8 +128,8 @@ int main(int argc, char **argv)
         if (w2v_cli_common(opt, optarg)) continue;
         switch (opt) {
         case OPT_MODE:
-            for (mode = 0; mode < 3 && strcmp(optarg, mode_names[mode]); mode++) {}
-            if (mode == 3) w2v_usage_error("--mode: infer, train or train-frozen, not '%s'", optarg);
+            for (mode = 0; mode < NMODES && strcmp(optarg, mode_names[mode]); mode++) {}
+            if (mode == NMODES) w2v_usage_error("--mode: infer, train, train-frozen or sgemm, not '%s'", optarg);
             break;
         case OPT_PRESET: preset = optarg; break;
         case OPT_CONFIG: config = optarg; break;
@@ -98,6 +142,19 @@ int main(int argc, char **argv)
     }
     if (optind < argc) w2v_usage_error("unexpected argument '%s'", argv[optind]);
     if (preset && config) w2v_usage_error("--preset and --config exclude each other");
+    if (mode == MODE_SGEMM) {
+        enum { N = 2048 };
+        double *t = malloc((size_t)(warmup + iters) * sizeof *t);
+        if (!t) w2v_die("out of memory");
+        for (int it = 0; it < warmup + iters; it++) t[it] = sgemm_seconds(N, w2v_threads());
+        double med = median(t + warmup, iters);
+        if (printf("{\"impl\":\"c\",\"mode\":\"sgemm\",\"size\":%d,\"threads\":%d,\"iters\":%d,"
+                   "\"median_s\":%g,\"gflops\":%g}\n", N, w2v_threads(), iters, med, 2.0 * N * N * N / med / 1e9) < 0 ||
+            fflush(stdout) != 0)
+            w2v_write_failed("stdout");
+        free(t);
+        return 0;
+    }
 
     w2v_config c;
     if (config) {
@@ -175,6 +232,10 @@ int main(int argc, char **argv)
                             "params", (json_int_t)nparams, "setup_s", t_setup, "median_s", med, "min_s",
                             times[STEP][0], "max_s", times[STEP][iters - 1], "clips_per_s", B / med, "rtf",
                             med / audio_s, "peak_rss_mib", ru.ru_maxrss / 1024.0);
+    if (out && !train) {
+        double gflop = 2 * forward_macs(&c, T) / 1e9;
+        json_object_update_new(out, json_pack("{s:f, s:f}", "gflop_per_clip", gflop, "gflops", gflop * B / med));
+    }
     if (out && train)
         json_object_update_new(out, json_pack("{s:f, s:f, s:f}", "forward_s", median(times[FWD], iters), "backward_s",
                                               median(times[BWD], iters), "optim_s", median(times[OPT], iters)));
