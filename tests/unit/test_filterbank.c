@@ -8,7 +8,7 @@
 
 enum { T = 16000 };
 
-/* The small preset's encoder (32 bands), eval mode, on x [B, T]; the
+/* The small preset's encoder (64 bands), eval mode, on x [B, T]; the
  * envelope layer's output (conv_layer.1) of example b, frame f. */
 static const float *envelopes(w2v_model *m, const float *x, int B, int64_t shape[3])
 {
@@ -57,8 +57,11 @@ int main(void)
             }
     CHECK(stray == 0, "%d envelope weights outside their band's phases", stray);
 
-    /* tones at the centres of bands 4, 12 and 24, in three phases each:
-     * the tone's band is the loudest in the middle frame, for every phase */
+    /* tones at the centres of bands 4, 12 and 24, in three phases each: in
+     * the middle frame, for every phase, the tone's band is the loudest, or
+     * within 10% of a neighbour that is (low bands lie closer than a 25 ms
+     * window resolves, and GroupNorm scales each band to its own level over
+     * the clip, so bands that both pass the tone light alike) */
     double mlo = 2595 * log10(1 + 60 / 700.0), mhi = 2595 * log10(1 + 7600 / 700.0);
     int tests[3] = {4, 12, 24};
     float *x = calloc((size_t)9 * T, sizeof *x);
@@ -66,7 +69,7 @@ int main(void)
         double f = 700 * (pow(10, (mlo + (mhi - mlo) * tests[j] / (bands - 1)) / 2595) - 1);
         for (int ph = 0; ph < 3; ph++)
             for (int t = 0; t < T; t++) {
-                /* quiet noise everywhere, the tone in the middle half second */
+                /* a quiet tone everywhere (about 1 kHz), the test's tone in the middle half second */
                 double noise = 0.01 * sin(12.9898 * t + 78.233 * (3 * j + ph));
                 x[(long)(3 * j + ph) * T + t] =
                     (float)(noise + (t > T / 4 && t < 3 * T / 4 ? sin(2 * M_PI * f * t / 16000 + ph * 2.1) : 0));
@@ -77,8 +80,9 @@ int main(void)
     CHECK(shape[2] == bands, "conv_layer.1 has %lld channels", (long long)shape[2]);
     for (int j = 0; j < 9; j++) {
         const float *mid = e + ((long)j * shape[1] + shape[1] / 2) * shape[2];
-        int got = loudest_band(mid, bands);
-        CHECK(got == tests[j / 3], "tone at band %d, phase %d: loudest band %d", tests[j / 3], j % 3, got);
+        int want = tests[j / 3], got = loudest_band(mid, bands);
+        CHECK(abs(got - want) <= 1 && mid[want] > 0.9f * mid[got], "tone at band %d, phase %d: loudest band %d (%.3g against %.3g)",
+              want, j % 3, got, mid[got], mid[want]);
         /* where the tone is off, its band is quiet */
         const float *edge = e + ((long)j * shape[1] + 2) * shape[2];
         CHECK(mid[got] > 4 * edge[got], "band %d: %.3g with the tone, %.3g without", got, mid[got], edge[got]);
