@@ -13,7 +13,7 @@ static const char usage[] =
     "w2v-init: make a randomly initialised Wav2Vec2 audio classifier (a Hugging Face model directory)\n"
     "\n"
     "Usage: w2v-init [options] -o DIR\n"
-    " e.g.: w2v-init --preset small --labels-from train.stream -o model\n"
+    " e.g.: w2v-init --preset small --filterbank --labels-from train.stream -o model\n"
     "       w2v-init --config config.json --set num_hidden_layers=6 --labels yes,no,_unknown_ -o model\n"
     "\n"
     "Options:\n"
