@@ -53,9 +53,8 @@ static const char preset_base[] =
  *   each band's phases into its envelope, 49 frames a second.  Trained from
  *   kaiming-normal weights, the encoder learns slowly and generalises to new
  *   speakers poorly (72.6% test accuracy after the demo's minutes, against
- *   over 90% for this one frozen); 64 bands rather than 32 cost the demo a
- *   minute more and scored 93.3% and 92.2% on two corpora, against 93.6%
- *   and 89.9%;
+ *   over 90% for this one frozen); 64 bands rather than 32 scored 93.3% and
+ *   92.2% on two corpora after 8 epochs, against 93.6% and 89.9%;
  * - pre-LN (do_stable_layer_norm): the post-LN form stalls from random
  *   weights (shared/notes);
  * - two transformer layers of 96, dropout 0.1 and no SpecAugment, which
