@@ -58,10 +58,10 @@ $(BUILD)/libw2v.a: $(LIB_OBJ)
 LINK = $(CC) $(ALL_CFLAGS) -o $@ $< $(BUILD)/libw2v.a $(LDFLAGS) $(LDLIBS)
 $(BUILD)/bin/%: bin/%.c $(BUILD)/libw2v.a $(HEADERS) | $(BUILD)/bin
 	$(LINK)
-$(BUILD)/bench/%: bench/%.c $(BUILD)/libw2v.a $(HEADERS) | $(BUILD)/bench
-	$(LINK)
+$(BUILD)/bench/%: bench/%.c lib/ops.h $(BUILD)/libw2v.a $(HEADERS) | $(BUILD)/bench
+	$(LINK) -Ilib
 $(BUILD)/tests/%: tests/unit/%.c tests/unit/unit.h $(BUILD)/libw2v.a $(HEADERS) | $(BUILD)/tests
-	$(CC) $(ALL_CFLAGS) -Ilib -o $@ $< $(BUILD)/libw2v.a $(LDFLAGS) $(LDLIBS)
+	$(LINK) -Ilib
 $(BUILD)/lib $(BUILD)/bin $(BUILD)/tests $(BUILD)/bench:
 	mkdir -p $@
 

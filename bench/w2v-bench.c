@@ -1,6 +1,7 @@
 /* w2v-bench: time the library's forward pass or training step on one
  * configuration and print one JSON line.  One configuration per process, so
  * that the peak RSS (getrusage) is that configuration's alone. */
+#include "ops.h"
 #include "w2v/cli.h"
 #include "w2v/config.h"
 #include "w2v/corpus.h"
@@ -8,7 +9,6 @@
 #include "w2v/optim.h"
 #include "w2v/rng.h"
 
-#include <cblas.h>
 #include <getopt.h>
 #include <jansson.h>
 #include <limits.h>
@@ -34,8 +34,8 @@ static const char usage[] =
     "Options:\n"
     "  --mode M          infer (eval-mode forward), train (forward, backward, AdamW),\n"
     "                    train-frozen (the same, conv feature encoder frozen), or sgemm:\n"
-    "                    the ceiling, a 2048^3 product cut over the threads as libw2v\n"
-    "                    cuts its products (OpenBLAS single-threaded in each) [infer]\n"
+    "                    the ceiling, a 2048^3 product through libw2v's gemm (cut over\n"
+    "                    the threads, OpenBLAS single-threaded in each) [infer]\n"
     "  --preset NAME     base (facebook/wav2vec2-base), small or tiny [base]\n"
     "  --config DIR      a model directory's config.json instead of a preset\n"
     "  --batch N         clips per forward pass [8]\n"
@@ -75,26 +75,13 @@ static double forward_macs(const w2v_config *c, long T)
     return macs;
 }
 
-/* The ceiling: an n^3 product cut into a block of columns per thread,
- * each thread running OpenBLAS single-threaded, as libw2v's gemm does. */
-static double sgemm_seconds(int n, int nt)
+/* The ceiling: one n^3 product through libw2v's own gemm (cut over the
+ * threads, OpenBLAS single-threaded in each). */
+static double sgemm_seconds(const float *a, const float *b, float *c, int n)
 {
-    float *a = malloc((size_t)n * n * sizeof *a), *b = malloc((size_t)n * n * sizeof *b),
-          *cc = malloc((size_t)n * n * sizeof *cc);
-    if (!a || !b || !cc) w2v_die("out of memory");
-    for (long j = 0; j < (long)n * n; j++) a[j] = b[j] = (float)(j % 7) * 0.1f;
-    openblas_set_num_threads(1);
     double t = w2v_now();
-    #pragma omp parallel for num_threads(nt)
-    for (int k = 0; k < nt; k++) {
-        int lo = n * k / nt, hi = n * (k + 1) / nt;
-        cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, n, hi - lo, n, 1.0f, a, n, b + lo, n, 0.0f, cc + lo, n);
-    }
-    t = w2v_now() - t;
-    free(a);
-    free(b);
-    free(cc);
-    return t;
+    gemm(0, 0, n, n, n, 1.0f, a, n, b, n, 0.0f, c, n);
+    return w2v_now() - t;
 }
 
 /* Sorts t[0..n-1] and returns its median. */
@@ -145,14 +132,20 @@ int main(int argc, char **argv)
     if (mode == MODE_SGEMM) {
         enum { N = 2048 };
         double *t = malloc((size_t)(warmup + iters) * sizeof *t);
-        if (!t) w2v_die("out of memory");
-        for (int it = 0; it < warmup + iters; it++) t[it] = sgemm_seconds(N, w2v_threads());
+        float *a = malloc((size_t)N * N * sizeof *a), *b = malloc((size_t)N * N * sizeof *b),
+              *cc = malloc((size_t)N * N * sizeof *cc);
+        if (!t || !a || !b || !cc) w2v_die("out of memory");
+        for (long j = 0; j < (long)N * N; j++) a[j] = b[j] = (float)(j % 7) * 0.1f;
+        for (int it = 0; it < warmup + iters; it++) t[it] = sgemm_seconds(a, b, cc, N);
         double med = median(t + warmup, iters);
         if (printf("{\"impl\":\"c\",\"mode\":\"sgemm\",\"size\":%d,\"threads\":%d,\"iters\":%d,"
                    "\"median_s\":%g,\"gflops\":%g}\n", N, w2v_threads(), iters, med, 2.0 * N * N * N / med / 1e9) < 0 ||
             fflush(stdout) != 0)
             w2v_write_failed("stdout");
         free(t);
+        free(a);
+        free(b);
+        free(cc);
         return 0;
     }
 

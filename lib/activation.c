@@ -97,8 +97,13 @@ W2V_HOT void dropout_forward(float *out, const float *x, long n, float p, uint64
 
 W2V_HOT void dropout_backward(float *dx, const float *dout, long n, float p, uint64_t key, long first)
 {
-    float scale = p > 0 ? 1.0f / (1.0f - p) : 1.0f;
-    uint32_t th = p > 0 ? threshold16(p) : 0, k = key32(key), f0 = (uint32_t)first;
+    if (p <= 0) {
+        #pragma omp parallel for simd
+        for (long i = 0; i < n; i++) dx[i] += dout[i];
+        return;
+    }
+    float scale = 1.0f / (1.0f - p);
+    uint32_t th = threshold16(p), k = key32(key), f0 = (uint32_t)first;
     #pragma omp parallel for simd
     for (long i = 0; i < n; i++) dx[i] += dout[i] * keep(k, f0 + (uint32_t)i, th, scale);
 }

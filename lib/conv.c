@@ -20,7 +20,6 @@ static int chunk_examples(const conv_shape *s)
     return nb < 1 ? 1 : nb > s->B ? s->B : (int)nb;
 }
 
-
 /* Without padding or groups, im2col is not needed: the receptive field of
  * frame t is m = ceil(K / S) runs of input frames, run j the S frames from
  * (t + j) S on (the last one the K - (m - 1) S left), each run S*Cin

@@ -604,6 +604,10 @@ static void each_shard(w2v_model *m, void (*fn)(w2v_model *, shard *))
     for (int s = 0; s < m->nshards; s++) fn(m, &m->shards[s]);
 }
 
+/* Where a shard's part (n floats) of a batch tensor starts in the whole
+ * tensor: dropout keys its draws by that place. */
+static long batch_offset(const shard *sh, long n) { return n / sh->a.B * sh->b0; }
+
 /* ---- forward ---- */
 
 /* Where randomness is drawn: each site gets its own stream of the step's
@@ -623,7 +627,7 @@ static void layer_forward(w2v_model *m, shard *sh, int i, const int *valid)
     layer_acts *la = &a->layer[i];
     const layer_views *w = &m->p.layer[i];
     int B = a->B, F = a->F, H = c->hidden_size, I = c->intermediate_size, nh = c->num_attention_heads;
-    long BF = (long)B * F, n = BF * H, first = (long)sh->b0 * F * H;
+    long BF = (long)B * F, n = BF * H;
     float eps = (float)c->layer_norm_eps, scale = 1.0f / sqrtf((float)(H / nh));
     const float *x = a->hidden[i], *xin = x;
     if (c->do_stable_layer_norm) {
@@ -638,7 +642,7 @@ static void layer_forward(w2v_model *m, shard *sh, int i, const int *valid)
     attention_forward(la->ctx, la->probs, la->q, la->k, la->v, valid, B, F, H, nh, m->p_attn,
                       site_key(m, SITE_ATTN, i), sh->b0, sh->scratch);
     linear_forward(la->attn, la->ctx, w->o_w, w->o_b, (int)BF, H, H);
-    dropout_forward(la->attn, la->attn, n, m->p_hidden, site_key(m, SITE_ATTN_OUT, i), first);
+    dropout_forward(la->attn, la->attn, n, m->p_hidden, site_key(m, SITE_ATTN_OUT, i), batch_offset(sh, n));
     residual_forward(la->res1, x, la->attn, n);
     const float *ffin;
     if (c->do_stable_layer_norm) {
@@ -650,9 +654,9 @@ static void layer_forward(w2v_model *m, shard *sh, int i, const int *valid)
     }
     linear_forward(la->ff1, ffin, w->ff1_w, w->ff1_b, (int)BF, H, I);
     gelu_forward(la->ffa, la->ff1, BF * I);
-    dropout_forward(la->ffa, la->ffa, BF * I, m->p_act, site_key(m, SITE_FF_ACT, i), (long)sh->b0 * F * I);
+    dropout_forward(la->ffa, la->ffa, BF * I, m->p_act, site_key(m, SITE_FF_ACT, i), batch_offset(sh, BF * I));
     linear_forward(la->ff2, la->ffa, w->ff2_w, w->ff2_b, (int)BF, I, H);
-    dropout_forward(la->ff2, la->ff2, n, m->p_hidden, site_key(m, SITE_FF_OUT, i), first);
+    dropout_forward(la->ff2, la->ff2, n, m->p_hidden, site_key(m, SITE_FF_OUT, i), batch_offset(sh, n));
     if (c->do_stable_layer_norm) {
         residual_forward(a->hidden[i + 1], la->res1, la->ff2, n);
     } else {
@@ -701,7 +705,7 @@ static void shard_forward(w2v_model *m, shard *sh)
     const w2v_config *c = &m->cfg;
     acts *a = &sh->a;
     int B = a->B, F = a->F, H = c->hidden_size, L = c->num_hidden_layers, P = c->classifier_proj_size;
-    long BF = (long)B * F, first = (long)sh->b0 * F * H;
+    long BF = (long)B * F;
     float eps = (float)c->layer_norm_eps;
     const int *valid = m->used_mask ? a->valid : NULL;
 
@@ -726,7 +730,7 @@ static void shard_forward(w2v_model *m, shard *sh)
     /* feature projection, SpecAugment, padded frames */
     layernorm_forward(a->fp_ln, a->fp_mean, a->fp_rstd, x, m->p.fp_ln_w, m->p.fp_ln_b, (int)BF, C, eps);
     linear_forward(a->fp_out, a->fp_ln, m->p.fp_w, m->p.fp_b, (int)BF, C, H);
-    dropout_forward(a->enc_in, a->fp_out, BF * H, m->p_feat, site_key(m, SITE_FEAT_PROJ, 0), first);
+    dropout_forward(a->enc_in, a->fp_out, BF * H, m->p_feat, site_key(m, SITE_FEAT_PROJ, 0), batch_offset(sh, BF * H));
     spec_augment_apply(m, a);
     if (valid)
         for (int b = 0; b < B; b++)
@@ -738,11 +742,11 @@ static void shard_forward(w2v_model *m, shard *sh)
     gelu_forward(a->pos_emb, a->pos_pre, BF * H);
     residual_forward(a->enc_sum, a->enc_in, a->pos_emb, BF * H);
     if (c->do_stable_layer_norm) {
-        dropout_forward(a->hidden[0], a->enc_sum, BF * H, m->p_hidden, site_key(m, SITE_ENC, 0), first);
+        dropout_forward(a->hidden[0], a->enc_sum, BF * H, m->p_hidden, site_key(m, SITE_ENC, 0), batch_offset(sh, BF * H));
     } else {
         layernorm_forward(a->hidden[0], a->enc_mean, a->enc_rstd, a->enc_sum, m->p.enc_ln_w, m->p.enc_ln_b, (int)BF,
                           H, eps);
-        dropout_forward(a->hidden[0], a->hidden[0], BF * H, m->p_hidden, site_key(m, SITE_ENC, 0), first);
+        dropout_forward(a->hidden[0], a->hidden[0], BF * H, m->p_hidden, site_key(m, SITE_ENC, 0), batch_offset(sh, BF * H));
     }
 
     /* transformer layers */
@@ -889,7 +893,7 @@ static void layer_backward(w2v_model *m, shard *sh, int i)
     layer_views *g = &sh->g.layer[i];
     int B = a->B, F = a->F, H = c->hidden_size, I = c->intermediate_size, nh = c->num_attention_heads;
     int BF = B * F, stable = c->do_stable_layer_norm;
-    long n = (long)BF * H, ni = (long)BF * I, first = (long)sh->b0 * F * H;
+    long n = (long)BF * H, ni = (long)BF * I;
     float scale = 1.0f / sqrtf((float)(H / nh));
     const float *x = a->hidden[i], *xin = stable ? la->ln1 : x, *ffin = stable ? la->ln2 : la->ln1;
 
@@ -901,11 +905,11 @@ static void layer_backward(w2v_model *m, shard *sh, int i)
         dres = d->t1; /* d res2 = d ln1 through the residual */
     }
     zero(d->t2, n);
-    dropout_backward(d->t2, dres, n, m->p_hidden, site_key(m, SITE_FF_OUT, i), first);
+    dropout_backward(d->t2, dres, n, m->p_hidden, site_key(m, SITE_FF_OUT, i), batch_offset(sh, n));
     zero(d->f1, ni);
     linear_backward(d->f1, g->ff2_w, g->ff2_b, d->t2, la->ffa, w->ff2_w, BF, I, H);
     zero(d->f2, ni);
-    dropout_backward(d->f2, d->f1, ni, m->p_act, site_key(m, SITE_FF_ACT, i), (long)sh->b0 * F * I);
+    dropout_backward(d->f2, d->f1, ni, m->p_act, site_key(m, SITE_FF_ACT, i), batch_offset(sh, ni));
     zero(d->f1, ni);
     gelu_backward(d->f1, la->ff1, d->f2, ni);
     if (stable) {
@@ -922,7 +926,7 @@ static void layer_backward(w2v_model *m, shard *sh, int i)
 
     /* the attention block: d->h holds d res1 = d x through the residual */
     zero(d->t1, n);
-    dropout_backward(d->t1, d->h, n, m->p_hidden, site_key(m, SITE_ATTN_OUT, i), first);
+    dropout_backward(d->t1, d->h, n, m->p_hidden, site_key(m, SITE_ATTN_OUT, i), batch_offset(sh, n));
     zero(d->ctx, n);
     linear_backward(d->ctx, g->o_w, g->o_b, d->t1, la->ctx, w->o_w, BF, H, H);
     zero(d->q, n);
@@ -954,7 +958,7 @@ static void shard_backward(w2v_model *m, shard *sh)
     views *g = &sh->g;
     int B = a->B, F = a->F, H = c->hidden_size, L = c->num_hidden_layers, P = c->classifier_proj_size;
     int n = c->num_labels, BF = B * F, C = c->conv_dim[c->num_conv_layers - 1];
-    long nh = (long)BF * H, first = (long)sh->b0 * F * H;
+    long nh = (long)BF * H;
     const int *valid = m->used_mask ? a->valid : NULL;
 
     /* head */
@@ -990,10 +994,10 @@ static void shard_backward(w2v_model *m, shard *sh)
     /* encoder input: d->t2 = d enc_sum */
     zero(d->t2, nh);
     if (c->do_stable_layer_norm) {
-        dropout_backward(d->t2, d->h, nh, m->p_hidden, site_key(m, SITE_ENC, 0), first);
+        dropout_backward(d->t2, d->h, nh, m->p_hidden, site_key(m, SITE_ENC, 0), batch_offset(sh, nh));
     } else {
         zero(d->t1, nh);
-        dropout_backward(d->t1, d->h, nh, m->p_hidden, site_key(m, SITE_ENC, 0), first);
+        dropout_backward(d->t1, d->h, nh, m->p_hidden, site_key(m, SITE_ENC, 0), batch_offset(sh, nh));
         layernorm_backward(d->t2, g->enc_ln_w, g->enc_ln_b, d->t1, a->enc_sum, m->p.enc_ln_w, a->enc_mean,
                            a->enc_rstd, BF, H);
     }
@@ -1022,7 +1026,7 @@ static void shard_backward(w2v_model *m, shard *sh)
 
     /* feature projection */
     zero(d->t2, nh);
-    dropout_backward(d->t2, d->t1, nh, m->p_feat, site_key(m, SITE_FEAT_PROJ, 0), first);
+    dropout_backward(d->t2, d->t1, nh, m->p_feat, site_key(m, SITE_FEAT_PROJ, 0), batch_offset(sh, nh));
     zero(d->c0, (long)BF * C);
     linear_backward(d->c0, g->fp_w, g->fp_b, d->t2, a->fp_ln, m->p.fp_w, BF, C, H);
     int nconv = c->num_conv_layers;
