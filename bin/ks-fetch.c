@@ -78,6 +78,15 @@ enum { TRAIN, TEST, NARCHIVES };
 
 /* ---- SHA256SUMS: "HEX  NAME" lines, as sha256sum writes them ---- */
 
+/* The next line of fp without its line end, of any length (in *line, grown
+ * as needed); 0 at the end of the file. */
+static int next_line(FILE *fp, char **line, size_t *cap)
+{
+    if (getline(line, cap, fp) < 0) return 0;
+    (*line)[strcspn(*line, "\r\n")] = 0;
+    return 1;
+}
+
 static void read_sums(const char *path, corpus_archive *a)
 {
     FILE *fp = fopen(path, "r");
@@ -85,9 +94,9 @@ static void read_sums(const char *path, corpus_archive *a)
         if (errno != ENOENT) w2v_die("%s: cannot open: %s", path, strerror(errno));
         return;
     }
-    char line[1024];
-    while (fgets(line, sizeof line, fp)) {
-        line[strcspn(line, "\r\n")] = 0;
+    char *line = NULL;
+    size_t cap = 0;
+    while (next_line(fp, &line, &cap)) {
         char *name = line + 64;
         if (strlen(line) < 66 || name[0] != ' ' || (name[1] != ' ' && name[1] != '*')) continue;
         *name = 0;
@@ -96,6 +105,7 @@ static void read_sums(const char *path, corpus_archive *a)
         for (int i = 0; i < NARCHIVES; i++)
             if (!strcmp(name, a[i].archive)) snprintf(a[i].recorded, sizeof a[i].recorded, "%s", line);
     }
+    free(line);
     fclose(fp);
 }
 
@@ -239,14 +249,14 @@ static void corpus_wavs(const char *root, strings *out)
 /* A partition list: the file's lines, sorted, empty ones skipped. */
 static void read_list(const char *root, const char *name, strings *out)
 {
-    char *path = w2v_path_join(root, name), line[4096];
+    char *path = w2v_path_join(root, name), *line = NULL;
+    size_t cap = 0;
     FILE *fp = fopen(path, "r");
     if (!fp) w2v_die("%s: cannot open: %s", path, strerror(errno));
-    while (fgets(line, sizeof line, fp)) {
-        line[strcspn(line, "\r\n")] = 0;
+    while (next_line(fp, &line, &cap))
         if (*line) push(out, w2v_path_join(NULL, line));
-    }
     if (ferror(fp)) w2v_die("%s: read failed: %s", path, strerror(errno));
+    free(line);
     fclose(fp);
     free(path);
     qsort(out->v, out->n, sizeof *out->v, by_string);
@@ -272,10 +282,11 @@ typedef struct {
 
 static const char *label_of(const labelling *l, const char *rel)
 {
-    char folder[1024];
-    size_t n = strcspn(rel, "/");
-    snprintf(folder, sizeof folder, "%.*s", (int)n, rel);
-    return w2v_ks_label(folder, (const char *const *)l->keywords, l->nkeywords);
+    char *folder = strndup(rel, strcspn(rel, "/"));
+    if (!folder) w2v_die("out of memory");
+    const char *label = w2v_ks_label(folder, (const char *const *)l->keywords, l->nkeywords);
+    free(folder);
+    return label;
 }
 
 /* Writes "key<TAB>path<TAB>label" lines for the files (relative to tree). */
@@ -341,10 +352,10 @@ static long count_manifest(const char *path, const labelling *l, long *counts)
 {
     FILE *fp = fopen(path, "r");
     if (!fp) w2v_die("%s: cannot open: %s", path, strerror(errno));
-    char line[8192];
+    char *line = NULL;
+    size_t cap = 0;
     long total = 0, lineno = 0;
-    while (fgets(line, sizeof line, fp)) {
-        line[strcspn(line, "\r\n")] = 0;
+    while (next_line(fp, &line, &cap)) {
         if (lineno++ == 0) continue;
         char *label = strrchr(line, '\t');
         if (!label) w2v_die("%s:%ld: not key<TAB>path<TAB>label", path, lineno);
@@ -358,6 +369,7 @@ static long count_manifest(const char *path, const labelling *l, long *counts)
         counts[id]++;
         total++;
     }
+    free(line);
     fclose(fp);
     return total;
 }

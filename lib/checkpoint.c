@@ -26,16 +26,32 @@ static void notef(w2v_note_fn note, const char *fmt, ...)
 
 static int starts(const char *s, const char *prefix) { return !strncmp(s, prefix, strlen(prefix)); }
 
-/* The name our parameter table uses for a checkpoint's tensor name: the
- * wav2vec2. prefix added for a bare Wav2Vec2Model, torch >= 2.1's
- * parametrization names mapped back to weight_g / weight_v. */
-static void canonical_name(char *out, size_t len, const char *name)
+/* The name our parameter table uses for a checkpoint's tensor name (to be
+ * freed): the wav2vec2. prefix added for a bare Wav2Vec2Model, torch >=
+ * 2.1's parametrization names mapped back to weight_g / weight_v. */
+static char *canonical_name(const char *name)
 {
     int head = starts(name, "wav2vec2.") || starts(name, "projector.") || starts(name, "classifier.") ||
                !strcmp(name, "layer_weights");
-    snprintf(out, len, "%s%s", head ? "" : "wav2vec2.", name);
+    const char *prefix = head ? "" : "wav2vec2.";
+    size_t len = strlen(prefix) + strlen(name) + 1;
+    char *out = xmalloc(len);
+    snprintf(out, len, "%s%s", prefix, name);
     char *p = strstr(out, "parametrizations.weight.original");
     if (p && (p[32] == '0' || p[32] == '1') && !p[33]) snprintf(p, len - (size_t)(p - out), "weight_%c", p[32] == '0' ? 'g' : 'v');
+    return out;
+}
+
+/* "d0,d1,...": room for the most dimensions a tensor file may give, each
+ * of up to 20 characters and a comma. */
+#define SHAPE_CHARS (W2V_ST_MAX_DIMS * 21 + 1)
+static const char *shape_text(char out[SHAPE_CHARS], const int64_t *shape, int ndim)
+{
+    size_t o = 0;
+    out[0] = 0;
+    for (int d = 0; d < ndim && o < SHAPE_CHARS; d++)
+        o += (size_t)snprintf(out + o, SHAPE_CHARS - o, "%s%lld", d ? "," : "", (long long)shape[d]);
+    return out;
 }
 
 /* Tensors used only by pretraining (or by other heads). */
@@ -58,25 +74,21 @@ static int load_file(w2v_model *m, const char *path, unsigned char *loaded, int 
     float *block = w2v_model_params(m, NULL);
     for (int i = 0; i < w2v_st_count(st); i++) {
         const w2v_st_tensor *t = w2v_st_tensor_at(st, i);
-        char name[160];
-        canonical_name(name, sizeof name, t->name);
+        char *name = canonical_name(t->name);
         const w2v_param *p = w2v_model_find_param(m, name);
+        if (!p && !other_task(t->name) && !other_task(name))
+            notef(note, "%s: tensor '%s' is not part of the model: skipped", path, t->name);
+        free(name);
         if (!p) {
-            if (!other_task(t->name) && !other_task(name))
-                notef(note, "%s: tensor '%s' is not part of the model: skipped", path, t->name);
             (*skipped)++;
             continue;
         }
         int same = t->ndim == p->ndim;
         for (int d = 0; same && d < p->ndim; d++) same = t->shape[d] == p->shape[d];
         if (!same) {
-            char want[64], have[64];
-            int o = 0;
-            for (int d = 0; d < p->ndim; d++) o += snprintf(want + o, sizeof want - (size_t)o, "%s%lld", d ? "," : "", (long long)p->shape[d]);
-            o = 0;
-            have[0] = 0;
-            for (int d = 0; d < t->ndim; d++) o += snprintf(have + o, sizeof have - (size_t)o, "%s%lld", d ? "," : "", (long long)t->shape[d]);
-            set_error(err, errlen, "%s: tensor '%s' has shape [%s], the config needs [%s]", path, t->name, have, want);
+            char want[SHAPE_CHARS], have[SHAPE_CHARS];
+            set_error(err, errlen, "%s: tensor '%s' has shape [%s], the config needs [%s]", path, t->name,
+                      shape_text(have, t->shape, t->ndim), shape_text(want, p->shape, p->ndim));
             w2v_st_close(st);
             return -1;
         }

@@ -245,7 +245,7 @@ static int parse_objects(w2v_config *c, json_t *cfg, json_t *pre, char *err, siz
     need_string(&x, cfg, "feat_extract_activation", "gelu", NULL);
     need_string(&x, cfg, "hidden_act", "gelu", NULL);
     c->hidden_size = get_int(&x, cfg, "hidden_size", 1, 1 << 16);
-    c->num_hidden_layers = get_int(&x, cfg, "num_hidden_layers", 0, 1024);
+    c->num_hidden_layers = get_int(&x, cfg, "num_hidden_layers", 0, W2V_MAX_HIDDEN_LAYERS);
     c->num_attention_heads = get_int(&x, cfg, "num_attention_heads", 1, 1024);
     c->intermediate_size = get_int(&x, cfg, "intermediate_size", 1, 1 << 20);
     c->num_conv_pos_embeddings = get_int(&x, cfg, "num_conv_pos_embeddings", 1, 1 << 12);

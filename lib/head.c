@@ -1,6 +1,7 @@
 /* The classification head: weighted layer sum, mean pooling over frames,
  * and the cross-entropy loss. */
 #include "ops.h"
+#include "w2v/config.h"
 
 #include <math.h>
 #include <string.h>
@@ -13,9 +14,12 @@ static void softmax_weights(float *out, const float *lw, int L)
     for (int l = 0; l < L; l++) out[l] /= sum;
 }
 
+/* L is at most the embeddings' output and every layer's */
+#define MAX_L (W2V_MAX_HIDDEN_LAYERS + 1)
+
 W2V_HOT void layersum_forward(float *out, float *const *hs, const float *lw, int L, long n)
 {
-    float w[256];
+    float w[MAX_L];
     softmax_weights(w, lw, L);
     #pragma omp parallel for
     for (long i = 0; i < n; i++) {
@@ -28,8 +32,8 @@ W2V_HOT void layersum_forward(float *out, float *const *hs, const float *lw, int
 W2V_HOT void layersum_backward(float *const *dhs, float *dlw, const float *dout, float *const *hs, const float *lw, int L,
                        long n)
 {
-    float w[256];
-    double dw[256] = {0}, dot = 0;
+    float w[MAX_L];
+    double dw[MAX_L] = {0}, dot = 0;
     softmax_weights(w, lw, L);
     for (int l = 0; l < L; l++) {
         double s = 0;

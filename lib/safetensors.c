@@ -120,8 +120,8 @@ w2v_safetensors *w2v_st_open(const char *path, char *err, size_t errlen)
                 goto fail;
             }
             t->shape[i] = json_integer_value(d);
-            count *= (uint64_t)t->shape[i];
-            if (count > (1ull << 40)) {
+            /* each factor is below 2^41, but eight of them can wrap 2^64 */
+            if (__builtin_mul_overflow(count, (uint64_t)t->shape[i], &count) || count > (1ull << 40)) {
                 set_error(err, errlen, "%s: tensor '%s': too large", path, name);
                 goto fail;
             }

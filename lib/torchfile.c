@@ -72,6 +72,9 @@ static const struct { unsigned char code; const char *name; } opcode_names[] = {
 /* Limits beyond any real checkpoint, so that products and sums of checked
  * values cannot overflow 64 bits. */
 #define MAX_ELEMENTS (1ull << 40)
+/* torch.save stores its records uncompressed; a compressed archive may
+ * unpack to a few times its size, and more is a zip bomb. */
+#define MAX_EXPANSION 8
 #define MAX_INDEX (1ll << 50)
 
 typedef struct {
@@ -452,6 +455,8 @@ static obj *run(unpickler *u)
     const unsigned char *q;
     obj *a, *b, *c;
     size_t k = 0;
+    /* a stack from the start: TUPLE after an empty MARK takes stack + 0 */
+    grow(&u->stack, &u->stack_cap, 1, sizeof *u->stack);
     while (u->p < u->end) {
         u->op = u->p;
         unsigned char code = *u->p++;
@@ -662,7 +667,7 @@ static int read_records(w2v_torchfile *tf, const char *path, off_t file_size, ch
     struct archive *a = archive_read_new();
     struct archive_entry *e;
     char *prefix = NULL;
-    size_t cap = 0;
+    size_t cap = 0, unpacked = 0, limit = MAX_EXPANSION * (size_t)file_size + (1u << 20);
     int r, ret = 0;
     archive_read_support_format_zip_seekable(a);
     if (archive_read_open_filename(a, path, 1 << 16) != ARCHIVE_OK) {
@@ -703,6 +708,12 @@ static int read_records(w2v_torchfile *tf, const char *path, off_t file_size, ch
             }
             if (got == 0) break;
             len += (size_t)got;
+            if ((unpacked += (size_t)got) > limit) {
+                free(buf);
+                ret = set_error(err, errlen, "%s: unpacks to more than %d times its size (%s): not a torch.save file",
+                                path, MAX_EXPANSION, name);
+                goto done;
+            }
         }
         grow(&tf->records, &cap, (size_t)tf->nrecords + 1, sizeof *tf->records);
         tf->records[tf->nrecords++] = (record){xstrdup(rel), buf, len};
@@ -745,6 +756,7 @@ static int make_tensors(w2v_torchfile *tf, const unpickler *u, const obj *sd, ch
 {
     const char *path = u->path;
     if (sd->kind != K_DICT) return set_error(err, errlen, "%s: holds %s, not a state dict", path, kind_names[sd->kind]);
+    if (sd->n == 0) return set_error(err, errlen, "%s: holds an empty state dict: no tensors to convert", path);
     tf->tensors = xcalloc(sd->n + 1, sizeof *tf->tensors);
     tf->copies = xcalloc(sd->n + 1, sizeof *tf->copies);
     for (size_t i = 0; i < sd->n; i++) {

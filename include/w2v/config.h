@@ -6,6 +6,7 @@
 #include <stddef.h>
 
 #define W2V_MAX_CONV_LAYERS 16
+#define W2V_MAX_HIDDEN_LAYERS 1024
 
 typedef struct {
     /* conv feature encoder */

@@ -209,6 +209,64 @@ static void test_index_and_errors(void)
     CHECK(w2v_model_load(path, NULL, err, sizeof err) == NULL && strstr(err, "w2v-convert"), "%s", err);
 }
 
+/* Files crafted to break the loader: each refused with a clear error,
+ * nothing written out of bounds (the sanitizer build watches). */
+static void test_hostile_files(void)
+{
+    char err[1024], path[4200];
+    w2v_config cfg;
+    CHECK(w2v_config_preset(&cfg, "tiny", err, sizeof err) == 0, "%s", err);
+    w2v_model *m = w2v_model_new(&cfg);
+    /* a zero-element tensor with the most dimensions of the longest numbers:
+     * the shape-mismatch message must hold it all */
+    snprintf(path, sizeof path, "%s/long-shape.safetensors", tmpdir);
+    int64_t shape[W2V_ST_MAX_DIMS] = {0};
+    for (int d = 1; d < W2V_ST_MAX_DIMS; d++) shape[d] = 1099511627776; /* 2^40, the largest dimension taken */
+    w2v_st_writer *w = w2v_st_writer_new();
+    w2v_st_add(w, "wav2vec2.encoder.layers.0.attention.k_proj.weight", W2V_ST_F32, W2V_ST_MAX_DIMS, shape, NULL);
+    CHECK(w2v_st_write(w, path, err, sizeof err) == 0, "%s", err);
+    w2v_st_writer_free(w);
+    CHECK(w2v_model_load_weights(m, path, NULL, err, sizeof err) < 0 &&
+              strstr(err, "has shape [0,1099511627776,1099511627776,1099511627776,1099511627776,1099511627776,"
+                          "1099511627776,1099511627776], the config needs ["),
+          "long shape refused whole: %s", err);
+    w2v_model_free(m);
+
+    /* dimensions whose product wraps around 2^64 to 4 elements */
+    snprintf(path, sizeof path, "%s/wrap.safetensors", tmpdir);
+    FILE *fp = fopen(path, "wb");
+    const char *json = "{\"a\":{\"dtype\":\"F32\",\"shape\":[968973220,19037413721],\"data_offsets\":[0,16]}}";
+    unsigned char n8[8] = {128};
+    fwrite(n8, 1, 8, fp);
+    fprintf(fp, "%-128s", json);
+    for (int k = 0; k < 16; k++) fputc(0, fp);
+    fclose(fp);
+    w2v_safetensors *st = w2v_st_open(path, err, sizeof err);
+    CHECK(st == NULL && strstr(err, "'a': too large"), "a wrapping element count is refused: %s",
+          st ? "accepted" : err);
+    w2v_st_close(st);
+
+    /* more layers in a weighted sum than the old fixed arrays held */
+    cfg.num_hidden_layers = 300;
+    cfg.use_weighted_layer_sum = 1;
+    m = w2v_model_new(&cfg);
+    w2v_model_init_weights(m, 3);
+    float x[2 * 800];
+    int64_t lengths[2] = {800, 800}, labels[2] = {0, 1};
+    for (int i = 0; i < 2 * 800; i++) x[i] = sinf(0.05f * (float)i);
+    w2v_input in = {2, 800, x, lengths, labels};
+    w2v_run run = {1, 1, 0, 0};
+    float loss = w2v_model_forward(m, &in, &run, NULL, err, sizeof err);
+    w2v_model_backward(m, 1.0f);
+    const w2v_param *lw = w2v_model_find_param(m, "layer_weights");
+    CHECK(lw && lw->size == 301, "301 layer weights");
+    const float *g = w2v_model_grads(m, NULL);
+    CHECK(isfinite(loss) && lw && g[lw->offset + 300] != 0, "300 weighted layers: loss %g, last layer's weight gradient %g",
+          loss, lw ? g[lw->offset + 300] : 0);
+    w2v_model_free(m);
+    w2v_config_free(&cfg);
+}
+
 int main(void)
 {
     CHECK(mkdtemp(tmpdir) != NULL, "mkdtemp");
@@ -216,6 +274,7 @@ int main(void)
     test_base_preset();
     test_pretraining();
     test_index_and_errors();
+    test_hostile_files();
     char cmd[256];
     snprintf(cmd, sizeof cmd, "rm -rf %s", tmpdir);
     if (system(cmd) != 0) return 1;

@@ -149,14 +149,16 @@ static int read_zip(const char *path, entry *e, int max)
     return n;
 }
 
-/* The entries as a zip at path, with data.pkl replaced by pkl[0..n). */
-static void write_zip(const char *path, const entry *e, int count, const unsigned char *pkl, size_t n)
+/* The entries as a zip at path, with data.pkl replaced by pkl[0..n);
+ * stored as torch stores them, or deflated. */
+static void write_zip(const char *path, const entry *e, int count, const unsigned char *pkl, size_t n, int deflate)
 {
     /* A new file each time: truncating one makes ext4 flush it to disk. */
     unlink(path);
     struct archive *a = archive_write_new();
     archive_write_set_format_zip(a);
-    archive_write_zip_set_compression_store(a);
+    if (deflate) archive_write_zip_set_compression_deflate(a);
+    else archive_write_zip_set_compression_store(a);
     archive_write_open_filename(a, path);
     for (int i = 0; i < count; i++) {
         int is_pkl = strstr(e[i].name, "/data.pkl") != NULL;
@@ -187,14 +189,14 @@ static void test_mutations(void)
     size_t size = e[p].size;
 
     /* the libarchive-written copy is read like torch's */
-    write_zip(path, e, n, pkl, size);
+    write_zip(path, e, n, pkl, size, 0);
     w2v_torchfile *tf = w2v_torch_open(path, err, sizeof err);
     CHECK(tf && w2v_torch_count(tf) == 17, "rewritten archive: %s", tf ? "wrong count" : err);
     w2v_torch_close(tf);
 
     int truncations_refused = 1;
     for (size_t len = 0; len < size; len++) {
-        write_zip(path, e, n, pkl, len);
+        write_zip(path, e, n, pkl, len, 0);
         tf = w2v_torch_open(path, err, sizeof err);
         if (tf || !strstr(err, "data.pkl")) {
             truncations_refused = 0;
@@ -213,7 +215,7 @@ static void test_mutations(void)
             if (pkl[i] == values[v]) continue;
             memcpy(mut, pkl, size);
             mut[i] = values[v];
-            write_zip(path, e, n, mut, size);
+            write_zip(path, e, n, mut, size, 0);
             tf = w2v_torch_open(path, err, sizeof err);
             if (!tf) {
                 refused++;
@@ -229,6 +231,33 @@ static void test_mutations(void)
             w2v_torch_close(tf);
         }
     CHECK(refused > 0 && accepted > 0, "corruptions: %d refused, %d accepted (names, values)", refused, accepted);
+
+    /* a MARK and an empty TUPLE: a tuple, not a state dict */
+    write_zip(path, e, n, (const unsigned char *)"(t.", 3, 0);
+    tf = w2v_torch_open(path, err, sizeof err);
+    CHECK(!tf && strstr(err, "holds a tuple, not a state dict"), "(t.: %s", tf ? "accepted" : err);
+    w2v_torch_close(tf);
+    /* an empty state dict: nothing to convert */
+    write_zip(path, e, n, (const unsigned char *)"}.", 2, 0);
+    tf = w2v_torch_open(path, err, sizeof err);
+    CHECK(!tf && strstr(err, "empty state dict"), "}.: %s", tf ? "accepted" : err);
+    w2v_torch_close(tf);
+    /* a zip bomb: 64 MB of zeros deflated to some 64 KB beside the real records */
+    CHECK(n < 64, "room for one more entry");
+    if (n < 64) {
+        size_t big = 64u << 20;
+        char name[256];
+        snprintf(name, sizeof name, "%.*sdata/bomb", (int)(strstr(e[p].name, "data.pkl") - e[p].name), e[p].name);
+        e[n] = (entry){name, calloc(big, 1), big};
+        write_zip(path, e, n + 1, pkl, size, 1);
+        struct stat sb;
+        stat(path, &sb);
+        tf = w2v_torch_open(path, err, sizeof err);
+        CHECK(!tf && strstr(err, "unpacks to more than 8 times its size"), "a %lld-byte zip bomb: %s",
+              (long long)sb.st_size, tf ? "accepted" : err);
+        w2v_torch_close(tf);
+        free(e[n].data);
+    }
     free(mut);
     for (int i = 0; i < n; i++) {
         free(e[i].name);
