@@ -16,7 +16,10 @@ setup() {
 pystream() { "$PY" "$TOP/tests/bats/pystream.py" "$@"; }
 
 # Tests that compare with the golden reference data skip, saying so, where
-# the checkout has no ../shared beside it (a clean clone, as in CI).
+# the checkout has no ../shared beside it (a clean clone), or fail where
+# W2V_REQUIRE_GOLDEN=1 (as CI sets it).
 need_golden() {
-    [ -d "$SHARED/golden" ] || skip "no golden reference data at $SHARED/golden"
+    [ -d "$SHARED/golden" ] && return 0
+    [ "${W2V_REQUIRE_GOLDEN:-}" = 1 ] && fail "no golden reference data at $SHARED/golden, and W2V_REQUIRE_GOLDEN=1"
+    skip "no golden reference data at $SHARED/golden"
 }

@@ -10,9 +10,11 @@ setup_file() {
 
 MINI='--filterbank --set conv_dim=[16,4] --set hidden_size=32 --set num_hidden_layers=1 --set num_attention_heads=2 --set intermediate_size=64 --set num_conv_pos_embeddings=8 --set num_conv_pos_embedding_groups=4 --set classifier_proj_size=8'
 
-@test "demo.mk runs end to end on a small corpus, then has nothing left to do" {
-    run make -s -f "$TOP/pipelines/demo.mk" OUT="$T/demo" SPEAKERS=6 SYNTH_OPTS="--per-word 1 --noise-seconds 2" \
-        EPOCHS=1 BATCH_SIZE=8 MAX_LENGTH=8000 SLICE_LONG=0.5 INIT_OPTS="$MINI" THREADS=2 -j2
+@test "demo.mk runs end to end on a small corpus and learns, then has nothing left to do" {
+    # the demo's own model, on 60 speakers of one clip a word, 6 epochs
+    # (about 40 s): 29% on the 72 test clips here, where chance is 8.3%
+    run make -s -f "$TOP/pipelines/demo.mk" OUT="$T/demo" SPEAKERS=60 SYNTH_OPTS="--per-word 1 --noise-seconds 2" \
+        EPOCHS=6 BATCH_SIZE=16 MAX_LENGTH=8000 SLICE_LONG=0.5 THREADS=2 -j2
     assert_success
     for f in eval.json eval.txt predictions.jsonl training.png confusion.png model/config.json \
              model/model.safetensors model/preprocessor_config.json run/metrics.jsonl data/test.tsv; do
@@ -21,16 +23,17 @@ MINI='--filterbank --set conv_dim=[16,4] --set hidden_size=32 --set num_hidden_l
     run "$PY" -c '
 import json, sys
 e = json.load(open(sys.argv[1])); n = sum(1 for _ in open(sys.argv[2])) - 1
-assert 0 <= e["accuracy"] <= 1 and e["examples"] == n, (e["accuracy"], e["examples"], n)
+# twice chance: 12 of 72 right by guessing has a probability near 1%
+assert 2 / 12 <= e["accuracy"] <= 1 and e["examples"] == n, (e["accuracy"], e["examples"], n)
 ' "$T/demo/eval.json" "$T/demo/data/test.tsv"
     assert_success
     # nothing is out of date
-    run make -q -f "$TOP/pipelines/demo.mk" OUT="$T/demo" SPEAKERS=6 SYNTH_OPTS="--per-word 1 --noise-seconds 2" \
-        EPOCHS=1 BATCH_SIZE=8 MAX_LENGTH=8000 SLICE_LONG=0.5 INIT_OPTS="$MINI" THREADS=2
+    run make -q -f "$TOP/pipelines/demo.mk" OUT="$T/demo" SPEAKERS=60 SYNTH_OPTS="--per-word 1 --noise-seconds 2" \
+        EPOCHS=6 BATCH_SIZE=16 MAX_LENGTH=8000 SLICE_LONG=0.5 THREADS=2
     assert_success
     # a changed model is evaluated again, and only that
     touch "$T/demo/model/model.safetensors"
-    run make -n -f "$TOP/pipelines/demo.mk" OUT="$T/demo" SPEAKERS=6 EPOCHS=1 INIT_OPTS="$MINI"
+    run make -n -f "$TOP/pipelines/demo.mk" OUT="$T/demo" SPEAKERS=60 EPOCHS=6
     assert_success
     assert_output --partial "w2v-eval"
     refute_output --partial "w2v-train"

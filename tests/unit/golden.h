@@ -22,7 +22,7 @@ static inline const char *golden_dir(const char *name)
     struct stat sb;
     snprintf(path, sizeof path, "%s/golden/%s", unit_shared_dir(), name);
     if (stat(path, &sb) != 0) {
-        printf("SKIP: no golden data at %s (set W2V_SHARED)\n", path);
+        unit_no_golden(name, path);
         return NULL;
     }
     return path;

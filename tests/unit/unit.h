@@ -6,6 +6,7 @@
 #include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
+#include <string.h>
 #include <sys/stat.h>
 
 static int unit_checks, unit_failures;
@@ -29,15 +30,28 @@ static inline const char *unit_shared_dir(void)
     return d && *d ? d : "../shared";
 }
 
-/* The golden data's folder; NULL, after saying that the caller skips, where
- * it is absent (a clean clone, as in CI, has no ../shared beside it). */
+/* A test that needs the golden data and has none: a skip, said aloud, or
+ * a failure where W2V_REQUIRE_GOLDEN=1 (CI sets it: a missing oracle must
+ * not pass as zero checks). */
+static inline void unit_no_golden(const char *test, const char *path)
+{
+    const char *req = getenv("W2V_REQUIRE_GOLDEN");
+    if (req && !strcmp(req, "1")) {
+        unit_checks++;
+        unit_failures++;
+        fprintf(stderr, "%s: FAILED: no golden reference data at %s, and W2V_REQUIRE_GOLDEN=1\n", test, path);
+    } else printf("%s: SKIPPED: no golden reference data at %s (set W2V_SHARED)\n", test, path);
+}
+
+/* The golden data's folder; NULL, after unit_no_golden, where it is absent
+ * (a clean clone has no ../shared beside it). */
 static inline const char *unit_golden(const char *test)
 {
     static char dir[4096];
     struct stat st;
     snprintf(dir, sizeof dir, "%s/golden", unit_shared_dir());
     if (stat(dir, &st) == 0 && S_ISDIR(st.st_mode)) return dir;
-    printf("%s: SKIPPED: no golden reference data at %s\n", test, dir);
+    unit_no_golden(test, dir);
     return NULL;
 }
 
