@@ -31,6 +31,8 @@ void w2v_optim_defaults(w2v_optim_opts *o)
 
 static const char *const sched_names[] = {"linear", "cosine", "constant", "constant_with_warmup"};
 
+const char *w2v_schedule_name(w2v_schedule s) { return sched_names[s]; }
+
 int w2v_schedule_parse(const char *name)
 {
     for (int i = 0; i < 4; i++)

@@ -19,6 +19,7 @@ typedef struct {
 void w2v_optim_defaults(w2v_optim_opts *o);
 /* Parses "linear", "cosine", "constant", "constant_with_warmup"; -1 if unknown. */
 int w2v_schedule_parse(const char *name);
+const char *w2v_schedule_name(w2v_schedule s);
 /* HF's learning rate for the step-th optimizer step (0-based). */
 double w2v_schedule_lr(const w2v_optim_opts *o, long step);
 

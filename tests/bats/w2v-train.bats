@@ -87,6 +87,29 @@ sys.stdout.buffer.write(b"".join(msgpack.packb(m) for m in maps[:6]))' "$DATA/tr
     cmp full/model.safetensors cut/model.safetensors
 }
 
+@test "--resume with other options, or a bad --eval, is refused before the first step" {
+    mini_model m0 --labels-from "$DATA/train.ex"
+    w2v-train --quiet -m m0 -o run --learning-rate 1e-3 --max-steps 4 --save-steps 2 --seed 7 "$DATA/train.b"
+    run w2v-train --quiet --resume run/checkpoint-2 -o run --learning-rate 2e-3 --max-steps 4 --seed 7 "$DATA/train.b"
+    assert_failure
+    assert_output --partial "run/checkpoint-2/trainer_state.json: the checkpoint's run had other options (learning_rate was 0.001, now 0.002)"
+    run w2v-train --quiet --resume run/checkpoint-2 -o run --learning-rate 1e-3 --max-steps 4 --seed 8 "$DATA/train.b"
+    assert_failure
+    assert_output --partial "(seed was 7, now 8)"
+    run w2v-train --quiet --resume run/checkpoint-2 -o run --learning-rate 1e-3 --max-steps 4 --seed 7 \
+        --gradient-accumulation-steps 2 "$DATA/train.b"
+    assert_failure
+    assert_output --partial "(gradient_accumulation_steps was 1, now 2)"
+    # the eval stream is checked at the start, not at the first epoch end
+    run w2v-train --quiet -m m0 -o run2 --eval "$DATA/valid.ex" "$DATA/train.b"
+    assert_failure
+    assert_output --partial "--eval: $DATA/valid.ex: not a batches stream"
+    [ ! -e run2/checkpoint-1 ] && [ ! -e run2/metrics.jsonl ]
+    run w2v-train --quiet -m m0 -o run3 --eval absent.b "$DATA/train.b"
+    assert_failure
+    assert_output --partial "absent.b"
+}
+
 @test "gradient accumulation: 4 micro-batches of 2 make the step one batch of the same 8 makes" {
     # no random draws, so that micro-batches and the batch see the same
     # model; an epsilon of 1 makes the first AdamW step proportional to the
