@@ -11,6 +11,7 @@
 #include <pthread.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 static const char usage[] =
     "ks-extract: decode the audio files of a manifest into an examples stream\n"
@@ -58,6 +59,7 @@ typedef struct {
     char *label_name;        /* NULL: no label */
     int64_t label;
     long line;
+    int missing;             /* the file cannot be read: skipped, its label not counted */
 } entry;
 
 /* ---- manifest ---- */
@@ -83,8 +85,10 @@ static entry *read_manifest(const char *path, long *count)
     while ((len = getline(&line, &linecap, fp)) >= 0) {
         lineno++;
         while (len > 0 && (line[len - 1] == '\n' || line[len - 1] == '\r')) line[--len] = 0;
-        if (len == 0) continue;
-        char *f[4], *save = line;
+        char *text = line;
+        if (lineno == 1 && !strncmp(text, "\xef\xbb\xbf", 3)) text += 3; /* a UTF-8 byte order mark */
+        if (!*text) continue;
+        char *f[4], *save = text;
         int nf = 0;
         while (nf < 4 && save) f[nf++] = strsep(&save, "\t");
         if (lineno == 1 && is_header(f, nf)) continue;
@@ -104,6 +108,7 @@ static entry *read_manifest(const char *path, long *count)
             if (asprintf(&x->file, "%s%s", dir, f[1]) < 0) x->file = NULL;
         } else x->file = strdup(f[1]);
         if (!x->key || !x->path || !x->file || (nf == 3 && *f[2] && !x->label_name)) w2v_die("out of memory");
+        x->missing = access(x->file, R_OK) != 0;
     }
     if (ferror(fp)) w2v_die("%s: read failed: %s", name, strerror(errno));
     free(line);
@@ -152,7 +157,7 @@ static char **assign_labels(entry *e, long n, const char *manifest, char **given
         char **seen = NULL;
         int nseen = 0, all_ks = 1;
         for (long i = 0; i < n; i++) {
-            if (!e[i].label_name || find_label(seen, nseen, e[i].label_name) >= 0) continue;
+            if (!e[i].label_name || e[i].missing || find_label(seen, nseen, e[i].label_name) >= 0) continue;
             seen = realloc(seen, (size_t)(nseen + 1) * sizeof *seen);
             if (!seen) w2v_die("out of memory");
             seen[nseen++] = e[i].label_name;
@@ -170,7 +175,7 @@ static char **assign_labels(entry *e, long n, const char *manifest, char **given
     }
     for (long i = 0; i < n; i++) {
         e[i].label = e[i].label_name ? find_label(names, nnames, e[i].label_name) : -1;
-        if (e[i].label_name && e[i].label < 0)
+        if (e[i].label_name && e[i].label < 0 && !e[i].missing)
             w2v_die("%s:%ld: label '%s' is not among --labels", w2v_input_name(manifest), e[i].line, e[i].label_name);
     }
     *count = nnames;

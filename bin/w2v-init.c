@@ -1,5 +1,6 @@
 /* w2v-init: make a randomly initialised Wav2Vec2 classifier directory. */
 #include "w2v/cli.h"
+#include "w2v/fs.h"
 #include "w2v/config.h"
 #include "w2v/model.h"
 #include "w2v/stream.h"
@@ -17,7 +18,9 @@ static const char usage[] =
     "       w2v-init --config config.json --set num_hidden_layers=6 --labels yes,no,_unknown_ -o model\n"
     "\n"
     "Options:\n"
-    "  -o, --output DIR          the model directory to write (replaced if it exists)\n"
+    "  -o, --output DIR          the model directory to write (a model directory there is replaced;\n"
+    "                            a directory holding anything else is refused)\n"
+    "  --overwrite               replace DIR whatever it holds\n"
     "  --preset NAME             base: facebook/wav2vec2-base's architecture; small: the demo's model,\n"
     "                            trained from scratch; tiny: for tests [small]\n"
     "  --config PATH             a config.json, or a model directory (config and preprocessor)\n"
@@ -35,7 +38,7 @@ static const char usage[] =
     "  -h, --help                this text\n"
     "  --version                 print the version\n";
 
-enum { OPT_PRESET = 1, OPT_CONFIG, OPT_SET, OPT_LABELS, OPT_LABELS_FROM, OPT_MASK, OPT_SEED, OPT_FILTERBANK };
+enum { OPT_PRESET = 1, OPT_CONFIG, OPT_SET, OPT_LABELS, OPT_LABELS_FROM, OPT_MASK, OPT_SEED, OPT_FILTERBANK, OPT_OVERWRITE };
 
 static int split_labels(char *list, char ***out)
 {
@@ -79,12 +82,13 @@ int main(int argc, char **argv)
         {"attention-mask", required_argument, 0, OPT_MASK},
         {"seed", required_argument, 0, OPT_SEED},
         {"filterbank", no_argument, 0, OPT_FILTERBANK},
+        {"overwrite", no_argument, 0, OPT_OVERWRITE},
         {"quiet", no_argument, 0, W2V_OPT_QUIET},
         {0, 0, 0, 0},
     };
     const char *output = NULL, *preset = NULL, *config = NULL, *labels_from = NULL;
     char *labels_arg = NULL, err[1024];
-    int opt, mask = -1, filterbank = 0, fb_layers = 0;
+    int opt, mask = -1, filterbank = 0, fb_layers = 0, overwrite = 0;
     long seed = 0;
     size_t sets_cap = 64, sets_len = 0;
     char *sets = malloc(sets_cap);
@@ -116,6 +120,7 @@ int main(int argc, char **argv)
             else w2v_usage_error("--attention-mask: yes or no, not '%s'", optarg);
             break;
         case OPT_FILTERBANK: filterbank = 1; break;
+        case OPT_OVERWRITE: overwrite = 1; break;
         case OPT_SEED: seed = w2v_parse_long("--seed", optarg, 0, LONG_MAX); break;
         }
     }
@@ -123,6 +128,8 @@ int main(int argc, char **argv)
     if (optind < argc) w2v_usage_error("unexpected argument '%s'", argv[optind]);
     if (preset && config) w2v_usage_error("--preset and --config exclude each other");
     if (labels_arg && labels_from) w2v_usage_error("--labels and --labels-from exclude each other");
+    /* before any work: a mistyped -o must not cost a directory */
+    if (!overwrite && w2v_check_ours(output, err, sizeof err) < 0) w2v_die("%s: not replaced (--overwrite replaces it)", err);
 
     w2v_config c;
     if (config) {

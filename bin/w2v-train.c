@@ -1,6 +1,7 @@
 /* w2v-train: fine-tune a Wav2Vec2 classifier on a batches stream, as
  * Hugging Face Trainer(model, args).train() does. */
 #include "w2v/cli.h"
+#include "w2v/fs.h"
 #include "w2v/model.h"
 #include "w2v/optim.h"
 #include "w2v/stream.h"
@@ -10,6 +11,7 @@
 #include <signal.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 
 static const char usage[] =
     "w2v-train: fine-tune a Wav2Vec2 audio classifier on a batches stream (HF Trainer's loop)\n"
@@ -25,7 +27,8 @@ static const char usage[] =
     "\n"
     "Options:\n"
     "  -m, --model DIR                 model to start from (a Hugging Face directory)\n"
-    "  -o, --output-dir DIR            where checkpoints and the final model go\n"
+    "  -o, --output-dir DIR            where checkpoints and the final model go (a run directory, or new)\n"
+    "  --overwrite-output-dir          write into OUTDIR whatever it holds, even the model's own directory\n"
     "  --learning-rate X               peak learning rate [3e-5]\n"
     "  --weight-decay X                AdamW decay, not on biases and LayerNorm weights [0]\n"
     "  --adam-beta1 X, --adam-beta2 X  [0.9, 0.999]\n"
@@ -51,13 +54,13 @@ static const char usage[] =
 
 enum {
     OPT_LR = 1, OPT_WD, OPT_B1, OPT_B2, OPT_EPS, OPT_SCHED, OPT_WARMUP, OPT_WARMUP_RATIO, OPT_CLIP, OPT_GA,
-    OPT_MAX_STEPS, OPT_FREEZE, OPT_SEED, OPT_LOG, OPT_SAVE, OPT_LIMIT, OPT_EVAL, OPT_BEST, OPT_RESUME
+    OPT_MAX_STEPS, OPT_FREEZE, OPT_SEED, OPT_LOG, OPT_SAVE, OPT_LIMIT, OPT_EVAL, OPT_BEST, OPT_RESUME, OPT_OVERWRITE
 };
 
 typedef struct {
     const char *model, *input, *resume;
     w2v_train_opts t;
-    int freeze;
+    int freeze, overwrite;
 } args;
 
 static volatile sig_atomic_t stop_requested;
@@ -140,6 +143,7 @@ static void parse_args(int argc, char **argv, args *a)
         {"eval", required_argument, 0, OPT_EVAL},
         {"load-best-model-at-end", no_argument, 0, OPT_BEST},
         {"resume", required_argument, 0, OPT_RESUME},
+        {"overwrite-output-dir", no_argument, 0, OPT_OVERWRITE},
         {"threads", required_argument, 0, W2V_OPT_THREADS},
         {"quiet", no_argument, 0, W2V_OPT_QUIET},
         {"progress", no_argument, 0, W2V_OPT_PROGRESS},
@@ -177,6 +181,7 @@ static void parse_args(int argc, char **argv, args *a)
         case OPT_EVAL: a->t.eval = optarg; break;
         case OPT_BEST: a->t.load_best = 1; break;
         case OPT_RESUME: a->resume = optarg; break;
+        case OPT_OVERWRITE: a->overwrite = 1; break;
         }
     }
     if (!a->t.outdir) w2v_usage_error("no output directory (-o OUTDIR)");
@@ -193,6 +198,17 @@ int main(int argc, char **argv)
     char err[1024];
     w2v_cli_init("w2v-train", usage, argv);
     parse_args(argc, argv, &a);
+
+    /* before any work: a run must not write over what it did not make,
+     * nor over its own starting model */
+    struct stat out, in;
+    const char *from = a.resume ? a.resume : a.model;
+    if (!a.overwrite && w2v_check_ours(a.t.outdir, err, sizeof err) < 0)
+        w2v_die("%s: not written into (--overwrite-output-dir writes there)", err);
+    if (!a.overwrite && stat(a.t.outdir, &out) == 0 && stat(from, &in) == 0 && out.st_dev == in.st_dev &&
+        out.st_ino == in.st_ino)
+        w2v_die("%s: is the model to start from: its final model would replace it (another -o, or --overwrite-output-dir)",
+                a.t.outdir);
 
     w2v_reader *r = w2v_reader_open(a.input, err, sizeof err);
     if (!r) w2v_die("%s", err);

@@ -3,6 +3,7 @@
 #include "w2v/fs.h"
 #include "internal.h"
 
+#include <dirent.h>
 #include <errno.h>
 #include <ftw.h>
 #include <stdio.h>
@@ -132,4 +133,32 @@ int w2v_exists(const char *path)
 {
     struct stat st;
     return lstat(path, &st) == 0;
+}
+
+/* What a model or run directory of ours holds. */
+static int ours(const char *name)
+{
+    static const char *const files[] = {"config.json", "preprocessor_config.json", "model.safetensors",
+                                         "optimizer.safetensors", "trainer_state.json", "metrics.jsonl",
+                                         ".checkpoint.tmp", ".", ".."};
+    for (size_t i = 0; i < sizeof files / sizeof *files; i++)
+        if (!strcmp(name, files[i])) return 1;
+    /* checkpoint-N/, and temporary names: FILE.tmp.PID, DIR.old.PID */
+    return !strncmp(name, "checkpoint-", 11) || strstr(name, ".tmp.") || strstr(name, ".old.");
+}
+
+int w2v_check_ours(const char *dir, char *err, size_t errlen)
+{
+    DIR *d = opendir(dir);
+    if (!d) {
+        if (errno == ENOENT) return 0;
+        return set_error(err, errlen, "%s: %s", dir, errno == ENOTDIR ? "not a directory" : strerror(errno));
+    }
+    struct dirent *e;
+    int ret = 0;
+    while (ret == 0 && (e = readdir(d)))
+        if (!ours(e->d_name))
+            ret = set_error(err, errlen, "%s: holds '%s', which is not part of a model or a run", dir, e->d_name);
+    closedir(d);
+    return ret;
 }

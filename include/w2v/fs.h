@@ -34,6 +34,13 @@ int w2v_mkdirs(const char *path, char *err, size_t errlen);
  * with "PATH: cannot remove: why" in err. */
 int w2v_remove_tree(const char *path, char *err, size_t errlen);
 
+/* Whether dir may be replaced by, or written over with, a model or a run:
+ * it is absent, empty, or holds only what w2vtools writes there (the files
+ * of a model directory, a run's checkpoint-N/ and metrics.jsonl, and the
+ * strays of an interrupted write).  0, or -1 with "DIR: holds NAME, ..." in
+ * err naming the first stranger. */
+int w2v_check_ours(const char *dir, char *err, size_t errlen);
+
 /* 1 when path exists (as anything, a dangling link included). */
 int w2v_exists(const char *path);
 

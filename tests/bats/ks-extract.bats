@@ -48,6 +48,21 @@ for r, f in zip(recs, ["a", "b", "c"]):
 '
 }
 
+@test "ks-extract: a byte order mark keeps the header a header; a missing file's label is not counted" {
+    mkcorpus
+    # the spreadsheet's way: a BOM before "key"; labels outside KS, so they are sorted names
+    printf '\xef\xbb\xbfkey\tpath\tlabel\na\tyes/a.wav\tcat\nb\tno/b.wav\tdog\nz\tno/absent.wav\temu\n' > data/bom.tsv
+    run ks-extract -o out.stream data/bom.tsv
+    assert_success
+    assert_output --partial "data/bom.tsv:4: "
+    assert_output --partial "3 files, 2 records, 1 skipped"
+    "$PY" -c "$PYLIB"'
+h, recs = read_stream("out.stream")
+assert h["labels"] == ["cat", "dog"], h["labels"]
+assert [(r["key"], r["label"]) for r in recs] == [("a", 0), ("b", 1)], recs
+'
+}
+
 @test "ks-extract: normalisation equals numpy's float32 for many lengths" {
     lengths="1 7 8 9 127 128 129 255 1000 4097 8192 8193 15999 16000 16001 33333 50000"
     for n in $lengths; do

@@ -110,3 +110,18 @@ assert not b[enc + "0.conv.bias"].any() and not b[enc + "1.conv.bias"].any()
     assert_output --partial 'w2vtools runs "wav2vec2" models'
     [ ! -e m ]
 }
+
+@test "-o DIR holding anything but a model is refused, untouched, unless --overwrite" {
+    mkdir keep && echo "my notes" > keep/notes.txt
+    run w2v-init --preset tiny -o keep
+    assert_failure
+    assert_output --partial "keep: holds 'notes.txt', which is not part of a model or a run: not replaced (--overwrite replaces it)"
+    [ "$(cat keep/notes.txt)" = "my notes" ] && [ ! -e keep/config.json ]
+    # a model directory of ours is replaced
+    w2v-init --quiet --preset tiny --seed 1 -o m
+    w2v-init --quiet --preset tiny --seed 2 -o m
+    [ -s m/model.safetensors ]
+    run w2v-init --quiet --preset tiny --overwrite -o keep
+    assert_success
+    [ ! -e keep/notes.txt ] && [ -s keep/model.safetensors ]
+}

@@ -108,6 +108,15 @@ sys.stdout.buffer.write(b"".join(msgpack.packb(m) for m in maps[:6]))' "$DATA/tr
     run w2v-train --quiet -m m0 -o run3 --eval absent.b "$DATA/train.b"
     assert_failure
     assert_output --partial "absent.b"
+    # nor over its own starting model, nor into a directory that is not a run
+    run w2v-train --quiet -m m0 -o m0 --max-steps 1 "$DATA/train.b"
+    assert_failure
+    assert_output --partial "m0: is the model to start from"
+    mkdir other && touch other/thesis.tex
+    run w2v-train --quiet -m m0 -o other --max-steps 1 "$DATA/train.b"
+    assert_failure
+    assert_output --partial "other: holds 'thesis.tex', which is not part of a model or a run"
+    [ ! -e other/config.json ]
 }
 
 @test "gradient accumulation: 4 micro-batches of 2 make the step one batch of the same 8 makes" {
