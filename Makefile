@@ -4,6 +4,7 @@
 #   make demo       the embedded demo          make install  PREFIX=/usr/local
 #   make sanitize   unit tests under ASan and UBSan (in build-san/)
 #   make unit-NAME, make sanitize-NAME   one unit test, e.g. unit-test_stream
+#   make mutants    planted bugs against the tests, one at a time (minutes; tests/mutants/run)
 VERSION  := 0.1.0
 PREFIX   ?= /usr/local
 CC       ?= cc
@@ -45,7 +46,7 @@ HEADERS  := $(PUBLIC_HEADERS) $(wildcard lib/*.h)
 MAN1     := $(wildcard man/man1/*.1)
 MAN5     := $(wildcard man/man5/*.5)
 
-.PHONY: all deps check unit bats sanitize bench demo install clean
+.PHONY: all deps check unit bats sanitize bench demo install clean mutants
 .DELETE_ON_ERROR:
 
 # benchmarks are built too, so that an API change cannot break them unseen
@@ -98,6 +99,11 @@ sanitize-%:
 
 bats: $(PROGS)
 	PATH="$(CURDIR)/$(BUILD)/bin:$$PATH" bats tests/bats
+
+# Not part of check: each mutant in tests/mutants/list is applied alone to a
+# scratch copy under $TMPDIR, rebuilt and tested; fails if one survives.
+mutants:
+	tests/mutants/run
 
 bench:
 	$(MAKE) deps EXTRA_DEBS="$(BENCH_DEBS)"
