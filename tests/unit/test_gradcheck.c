@@ -265,11 +265,97 @@ static void test_head(void)
 }
 
 /* ---- the whole model, training mode ---- */
-typedef struct { w2v_model *m; w2v_input in; w2v_run run; } model_ctx;
+typedef struct {
+    w2v_model *m;
+    w2v_input in;
+    w2v_run run;
+    float *logits, *base; /* [B, labels]: the last forward's, and the unperturbed step's */
+} model_ctx;
+
+/* The forward pass, and the loss taken again from its logits in double:
+ * the mean cross-entropy over labelled examples, as crossentropy_forward.
+ * The float loss the forward returns rounds at 6e-8 of itself; in double
+ * the finite differences see only the logits' own rounding. */
 static double model_loss(model_ctx *c)
 {
     char err[256];
-    return w2v_model_forward(c->m, &c->in, &c->run, NULL, err, sizeof err);
+    int n = w2v_model_config(c->m)->num_labels, counted = 0;
+    if (w2v_model_forward(c->m, &c->in, &c->run, c->logits, err, sizeof err) < 0) CHECK(0, "model forward: %s", err);
+    double loss = 0;
+    for (int b = 0; b < c->in.B; b++) {
+        if (c->in.labels[b] < 0) continue;
+        const float *z = c->logits + (long)b * n;
+        double mx = z[0], sum = 0;
+        for (int i = 1; i < n; i++) mx = z[i] > mx ? z[i] : mx;
+        for (int i = 0; i < n; i++) sum += exp(z[i] - mx);
+        loss += log(sum) + mx - z[c->in.labels[b]];
+        counted++;
+    }
+    return counted ? loss / counted : 0;
+}
+
+/* How many examples' logits the n values x reach at this step: they all
+ * move by delta, and an example whose logits stay the same to the bit
+ * never read them (a layer LayerDrop skipped, a channel a feature span
+ * zeroed).  which[b], where given, says which did. */
+static int reaches(model_ctx *c, float *x, long n, float delta, int *which)
+{
+    int nl = w2v_model_config(c->m)->num_labels, count = 0;
+    float *x0 = malloc((size_t)n * sizeof *x0);
+    memcpy(x0, x, (size_t)n * sizeof *x0);
+    for (long j = 0; j < n; j++) x[j] += delta;
+    model_loss(c);
+    memcpy(x, x0, (size_t)n * sizeof *x0); /* x + delta - delta need not be x */
+    free(x0);
+    for (int b = 0; b < c->in.B; b++) {
+        int w = memcmp(c->logits + (long)b * nl, c->base + (long)b * nl, (size_t)nl * sizeof(float)) != 0;
+        if (which) which[b] = w;
+        count += w;
+    }
+    return count;
+}
+
+/* The step's logits with nothing moved: what reaches compares with. */
+static void set_base(model_ctx *c)
+{
+    model_loss(c);
+    memcpy(c->base, c->logits, (size_t)c->in.B * w2v_model_config(c->m)->num_labels * sizeof *c->base);
+}
+
+static float *param_values(w2v_model *m, const char *name)
+{
+    const w2v_param *p = w2v_model_find_param(m, name);
+    if (!p) {
+        fprintf(stderr, "no parameter %s\n", name);
+        abort();
+    }
+    return w2v_model_params(m, NULL) + p->offset;
+}
+
+static int layer_of(const w2v_param *p)
+{
+    int i;
+    return sscanf(p->name, "wav2vec2.encoder.layers.%d.", &i) == 1 ? i : -1;
+}
+
+/* _init_weights leaves every bias at 0 and every linear weight at std 0.02:
+ * attention is then near uniform (q and k get almost no gradient) and where
+ * a bias is added cannot be seen (q scaled before or after its bias).  So
+ * every parameter gets a size at which each path counts: linear weights
+ * std 1/sqrt(fan-in), biases and norm weights 0.2 off their init. */
+static void spread_weights(w2v_model *m)
+{
+    float *p = w2v_model_params(m, NULL);
+    for (int i = 0; i < w2v_model_num_params(m); i++) {
+        const w2v_param *pp = w2v_model_param(m, i);
+        float *x = p + pp->offset;
+        size_t len = strlen(pp->name);
+        int bias = len > 4 && !strcmp(pp->name + len - 4, "bias"), norm = strstr(pp->name, "norm.weight") != NULL;
+        for (long j = 0; j < pp->size; j++) {
+            if (pp->ndim == 2) x[j] = (float)(w2v_rng_normal(&rng) / sqrt((double)pp->shape[1]));
+            else if (bias || norm || !strcmp(pp->name, "layer_weights")) x[j] += (float)(0.2 * w2v_rng_normal(&rng));
+        }
+    }
 }
 
 /* The tiny model with every random draw on: dropout, LayerDrop, SpecAugment. */
@@ -293,52 +379,194 @@ static void model_config(w2v_config *cfg, int stable, int weighted)
     w2v_config_set_labels(cfg, 3, labels);
 }
 
+/* The central difference of the loss along dir (n values from x) with
+ * step h, and in *ana the analytic gradient along the same displacement:
+ * the one stored, which float rounding moves off h dir. */
+static double central(model_ctx *c, float *x, const float *g, const double *dir, long n, double h, double *ana)
+{
+    float *x0 = malloc((size_t)n * sizeof *x0);
+    memcpy(x0, x, (size_t)n * sizeof *x0);
+    double a = 0;
+    for (long j = 0; j < n; j++) {
+        x[j] = (float)(x0[j] + h * dir[j]);
+        a += (double)g[j] * ((double)x[j] - x0[j]);
+    }
+    double lp = model_loss(c);
+    for (long j = 0; j < n; j++) {
+        x[j] = (float)(x0[j] - h * dir[j]);
+        a -= (double)g[j] * ((double)x[j] - x0[j]);
+    }
+    double lm = model_loss(c);
+    memcpy(x, x0, (size_t)n * sizeof *x0);
+    free(x0);
+    *ana = a / (2 * h);
+    return (lp - lm) / (2 * h);
+}
+
+/* Each comparison: |numeric - analytic| within GC_RTOL of the larger, plus
+ * GC_NOISE / 2h.  The forward rounds in float, and its logits (of order 1,
+ * ulp 1.2e-7) put an error of a few 1e-7 in the loss that no step shrinks:
+ * up to 2e-7 seen between forwards 2 ulp of one parameter apart, 4e-7 in
+ * a central difference; the floor allows 1e-6.  Steps of 1.5e-2 of a value
+ * (4e-3 of the tensor's rms along a direction) keep the truncation error
+ * to a few 1e-3 of the derivative.  Over seeds the worst error was 0.4 of
+ * its tolerance; each bug this test was tried on (a sign, attention
+ * dropout or SpecAugment left out of a backward, q's bias after its scale)
+ * had checks off by over 100 times theirs. */
+#define GC_RTOL 5e-3
+#define GC_NOISE 1e-6
+
+typedef struct {
+    const char *name;
+    double worst_rel;    /* |num - ana| / max(|num|, |ana|), where the noise floor is under 1% of that */
+    double worst_margin; /* error / tolerance */
+} gc_stats;
+
+static void compare(gc_stats *s, const char *what, long j, double num, double ana, double h)
+{
+    double err = fabs(num - ana), big = fmax(fabs(num), fabs(ana)), noise = GC_NOISE / (2 * h);
+    double tol = GC_RTOL * big + noise;
+    CHECK(err <= tol, "%s d/d%s[%ld]: analytic %.7g, numeric %.7g (error %.3g, tolerance %.3g)", s->name, what, j, ana,
+          num, err, tol);
+    if (big > 100 * noise && err / big > s->worst_rel) s->worst_rel = err / big;
+    if (err / tol > s->worst_margin) s->worst_margin = err / tol;
+}
+
+/* Every parameter's gradient from w2v_model_backward at the run's step
+ * against finite differences of model_loss: the largest element, three at
+ * random ([j] in messages) and two random directions through the whole
+ * tensor ([-1], [-2]).  A parameter the step gives no gradient (has_grad
+ * 0, or in a layer marked in skipped) must get exactly 0 and reach no logit;
+ * every other must get more than rounding (masked_spec_embed too, which
+ * has_grad gives one when time spans exist), but k_proj.bias: the softmax
+ * over keys ignores q.b_k, the same for every key, so its gradient is 0
+ * but for rounding. */
+static void check_grads(model_ctx *c, const int *skipped, gc_stats *s)
+{
+    w2v_model *m = c->m;
+    long np;
+    w2v_model_zero_grad(m);
+    set_base(c);
+    w2v_model_backward(m, 1.0f);
+    float *p = w2v_model_params(m, NULL), *g = w2v_model_grads(m, &np);
+    double gall = 0;
+    for (long j = 0; j < np; j++) gall = fmax(gall, fabs(g[j]));
+    for (int i = 0; i < w2v_model_num_params(m); i++) {
+        const w2v_param *pp = w2v_model_param(m, i);
+        float *x = p + pp->offset, *gx = g + pp->offset;
+        int layer = layer_of(pp), expect = w2v_model_param_has_grad(m, i) && !(layer >= 0 && skipped[layer]);
+        double gmax = 0, rms = 0;
+        long jmax = 0;
+        for (long j = 0; j < pp->size; j++) {
+            rms += (double)x[j] * x[j];
+            if (fabs(gx[j]) > gmax) gmax = fabs(gx[j]), jmax = j;
+        }
+        rms = rms > 0 ? sqrt(rms / pp->size) : 1;
+        if (!expect) {
+            CHECK(gmax == 0, "%s: %s should get no gradient: max |grad| %.3g", s->name, pp->name, gmax);
+            CHECK(!reaches(c, x, pp->size, 1.0f, NULL), "%s: %s gets no gradient, yet moves the logits", s->name,
+                  pp->name);
+            continue;
+        }
+        /* every tensor's largest gradient here is above 1e-2 of the
+         * model's; k_proj.bias's is 1e-8 of it */
+        if (strstr(pp->name, "k_proj.bias"))
+            CHECK(gmax <= 1e-6 * gall, "%s: %s should be 0 but for rounding: max |grad| %.3g of %.3g", s->name,
+                  pp->name, gmax, gall);
+        else
+            CHECK(gmax > 1e-3 * gall, "%s: %s has a trivial gradient: max |grad| %.3g of %.3g", s->name, pp->name,
+                  gmax, gall);
+        double one = 1, ana, num, h;
+        for (int e = 0; e < 4; e++) {
+            long j = e ? (long)w2v_rng_below(&rng, (uint64_t)pp->size) : jmax;
+            h = 1.5e-2 * fmax(fabs(x[j]), rms);
+            num = central(c, x + j, gx + j, &one, 1, h, &ana);
+            compare(s, pp->name, j, num, ana, h);
+        }
+        double *dir = malloc((size_t)pp->size * sizeof *dir);
+        for (int e = 0; e < 2; e++) {
+            for (long j = 0; j < pp->size; j++) dir[j] = rms * w2v_rng_normal(&rng);
+            num = central(c, x, gx, dir, pp->size, 4e-3, &ana);
+            compare(s, pp->name, -1 - e, num, ana, 4e-3);
+        }
+        free(dir);
+    }
+}
+
+/* The whole model in training mode at a step whose draws are asserted,
+ * not hoped for: post-LN with exactly one layer skipped by LayerDrop (its
+ * parameters must get nothing), pre-LN with none (every layer checked);
+ * then the same in evaluation, where nothing is drawn. */
 static void test_model(int stable, int weighted)
 {
     w2v_config cfg;
     model_config(&cfg, stable, weighted);
     w2v_model *m = w2v_model_new(&cfg);
     w2v_model_init_weights(m, 5);
-    int B = 3, T = 1400;
+    spread_weights(m);
+    int B = 4, T = 1400, L = cfg.num_hidden_layers, H = cfg.hidden_size, nl = cfg.num_labels;
     float *x = randn((long)B * T, 1);
-    int64_t lengths[3] = {1400, 1100, 900}, lab[3] = {0, 2, 1};
+    /* the last example unlabelled: it is in the batch, not in the loss */
+    int64_t lengths[4] = {1400, 1100, 900, 1250}, lab[4] = {0, 2, 1, -1};
     for (int b = 0; b < B; b++)
         for (int t = (int)lengths[b]; t < T; t++) x[(long)b * T + t] = 0;
-    model_ctx c = {m, {B, T, x, lengths, lab}, {1, 11, 3, 1}};
-    /* a step whose draws skip a layer and mask both ways */
-    for (c.run.step = 0; c.run.step < 1000; c.run.step++) {
-        model_loss(&c);
-        int64_t shape[3];
-        const float *h1 = w2v_model_activation(m, "hidden_states.1", shape), *h2 = w2v_model_activation(m, "hidden_states.2", shape);
-        if (!stable && !memcmp(h1, h2, (size_t)shape[0] * shape[1] * shape[2] * sizeof(float))) break;
-        if (stable && w2v_model_param_has_grad(m, 1)) break;
-    }
-    w2v_model_zero_grad(m);
-    model_loss(&c);
-    w2v_model_backward(m, 1.0f);
-    float *p = w2v_model_params(m, NULL), *g = w2v_model_grads(m, NULL);
-    for (int i = 0; i < w2v_model_num_params(m); i++) {
-        const w2v_param *pp = w2v_model_param(m, i);
-        float *dir = malloc((size_t)pp->size * sizeof *dir), *p0 = malloc((size_t)pp->size * sizeof *p0);
-        double ana = 0, scale = 0, h = 1e-2;
-        memcpy(p0, p + pp->offset, (size_t)pp->size * sizeof *p0);
-        for (long j = 0; j < pp->size; j++) {
-            dir[j] = (w2v_rng_next(&rng) & 1) ? 1.0f : -1.0f;
-            ana += (double)g[pp->offset + j] * dir[j];
-            scale += fabs((double)g[pp->offset + j]);
+    model_ctx c = {m, {B, T, x, lengths, lab}, {1, 11, 0, 1}, zeros((long)B * nl), zeros((long)B * nl)};
+    char name[64];
+    snprintf(name, sizeof name, "model(stable=%d, weighted=%d)", stable, weighted);
+    gc_stats s = {name, 0, 0};
+    int skip[8] = {0}, none[8] = {0}, nskip = -1, want = stable ? 0 : 1, which[4];
+    CHECK(L <= 8, "%s: %d layers", name, L);
+
+    /* a layer is skipped when its final_layer_norm.bias reaches no logit */
+    for (c.run.step = 0; c.run.step < 100; c.run.step++) {
+        set_base(&c);
+        nskip = 0;
+        for (int i = 0; i < L && i < 8; i++) {
+            char pn[96];
+            snprintf(pn, sizeof pn, "wav2vec2.encoder.layers.%d.final_layer_norm.bias", i);
+            nskip += skip[i] = !reaches(&c, param_values(m, pn), 1, 1.0f, NULL);
         }
-        for (long j = 0; j < pp->size; j++) p[pp->offset + j] = p0[j] + (float)h * dir[j];
-        double lp = model_loss(&c);
-        for (long j = 0; j < pp->size; j++) p[pp->offset + j] = p0[j] - (float)h * dir[j];
-        double lm = model_loss(&c);
-        memcpy(p + pp->offset, p0, (size_t)pp->size * sizeof *p0);
-        double num = (lp - lm) / (2 * h), err2 = fabs(num - ana);
-        /* float loss: ~1e-7 relative rounding over 2h (~6e-6), plus second-order terms */
-        CHECK(err2 <= 0.02 * scale + 3e-5, "model(stable=%d, weighted=%d) d/d%s: analytic %.6g, numeric %.6g (|grad| sum %.3g)",
-              stable, weighted, pp->name, ana, num, scale);
-        free(dir);
-        free(p0);
+        if (nskip == want) break;
     }
+    CHECK(nskip == want, "%s: no step in 100 where LayerDrop skips %d layers", name, want);
+    if (nskip != want) goto done;
+
+    /* The step's other draws: hidden dropout (p 0.1) zeroes a tenth of
+     * hidden_states.0 over the valid frames; time spans take
+     * masked_spec_embed; a feature span cuts a channel off, so that a
+     * push to its projection bias moves no logit of that example. */
+    set_base(&c);
+    int64_t shape[3];
+    const float *h0 = w2v_model_activation(m, "hidden_states.0", shape);
+    const int *valid = w2v_model_valid_frames(m);
+    long zero = 0, all = 0;
+    for (int b = 0; b < B; b++)
+        for (long j = 0; j < valid[b] * shape[2]; j++, all++) zero += h0[b * shape[1] * shape[2] + j] == 0;
+    CHECK(zero > 0.07 * all && zero < 0.13 * all, "%s: dropout zeroed %ld of %ld in hidden_states.0", name, zero, all);
+    const w2v_param *mse = w2v_model_find_param(m, "wav2vec2.masked_spec_embed");
+    int imse = (int)(mse - w2v_model_param(m, 0)), timed = reaches(&c, param_values(m, mse->name), H, 1.0f, NULL);
+    CHECK(timed > 0 && w2v_model_param_has_grad(m, imse), "%s: no time span (%d examples read masked_spec_embed)", name,
+          timed);
+    float *fpb = param_values(m, "wav2vec2.feature_projection.projection.bias");
+    int cut = 0;
+    for (int ch = 0; ch < H; ch++) {
+        reaches(&c, fpb + ch, 1, 1.0f, which);
+        for (int b = 0; b < B; b++) cut += !which[b];
+    }
+    CHECK(cut > 0 && cut < B * H / 2, "%s: feature spans cut %d of %d channels", name, cut, B * H);
+    check_grads(&c, skip, &s);
+    printf("%s: step %d, %d layers skipped, %.1f%% dropped, %d examples with time spans, %d channels cut: "
+           "worst relative error %.2e, worst error/tolerance %.2f\n",
+           name, (int)c.run.step, nskip, 100.0 * zero / all, timed, cut, s.worst_rel, s.worst_margin);
+
+    /* evaluation: masked_spec_embed gets nothing, every layer something */
+    c.run.training = 0;
+    s.worst_rel = s.worst_margin = 0;
+    check_grads(&c, none, &s);
+    CHECK(!w2v_model_param_has_grad(m, imse), "%s: masked_spec_embed has a gradient in evaluation", name);
+    printf("%s in evaluation: worst relative error %.2e, worst error/tolerance %.2f\n", name, s.worst_rel,
+           s.worst_margin);
+done:
     w2v_model_free(m);
     w2v_config_free(&cfg);
 }
@@ -355,7 +583,7 @@ static void test_shards(int stable)
     int B = 5, T = 1400, n = cfg.num_labels, threads = w2v_threads();
     float *x = randn((long)B * T, 1);
     int64_t lengths[5] = {1400, 1100, 900, 1400, 1000}, lab[5] = {0, 2, 1, 1, 0};
-    model_ctx c = {m, {B, T, x, lengths, lab}, {1, 11, 0, 1}};
+    model_ctx c = {m, {B, T, x, lengths, lab}, {1, 11, 0, 1}, zeros((long)B * n), NULL};
     long np;
     float *g = w2v_model_grads(m, &np), *g1 = malloc((size_t)np * sizeof *g1), l1[15], lg[15];
     double loss1 = 0;
