@@ -2,9 +2,10 @@
 #   make            library and programs      make check    all tests
 #   make deps       Debian packages (apt-get) make bench    benchmarks beside PyTorch
 #   make demo       the embedded demo          make install  PREFIX=/usr/local
-#   make sanitize   unit tests under ASan and UBSan (in build-san/)
+#   make sanitize   unit tests and the hostile-input bats suites under ASan and UBSan (in build-san/)
 #   make unit-NAME, make sanitize-NAME   one unit test, e.g. unit-test_stream
 #   make mutants    planted bugs against the tests, one at a time (minutes; tests/mutants/run)
+#   make fuzz       libFuzzer harnesses (tests/fuzz/), FUZZ_SECONDS each; make fuzz-regress replays their findings
 VERSION  := 0.1.0
 PREFIX   ?= /usr/local
 CC       ?= cc
@@ -30,6 +31,11 @@ DEBS := build-essential pkg-config libsndfile1-dev libsamplerate0-dev libmsgpack
         libespeak-ng-dev bats bats-assert bats-support python3 python3-msgpack \
         python3-numpy groff-base gnuplot-nox
 BENCH_DEBS := python3-torch
+# Fuzzing (make fuzz, and the replay of tests/fuzz/regress that make check
+# runs): Debian's clang with its libFuzzer and OpenMP runtimes, and
+# llvm-symbolizer for readable stacks.
+FUZZ_DEBS := clang-14 libclang-rt-14-dev libomp-14-dev llvm-14
+DEBS += $(FUZZ_DEBS)
 
 # BUILD: where objects go (the sanitizer build uses its own).
 BUILD    ?= build
@@ -46,7 +52,7 @@ HEADERS  := $(PUBLIC_HEADERS) $(wildcard lib/*.h)
 MAN1     := $(wildcard man/man1/*.1)
 MAN5     := $(wildcard man/man5/*.5)
 
-.PHONY: all deps check unit bats sanitize bench demo install clean mutants
+.PHONY: all deps check unit bats bats-hostile sanitize bench demo install clean mutants
 .DELETE_ON_ERROR:
 
 # benchmarks are built too, so that an API change cannot break them unseen
@@ -79,6 +85,7 @@ deps:
 check: deps
 	$(MAKE) all
 	$(MAKE) unit bats
+	$(MAKE) fuzz-regress
 
 unit: $(UNITS)
 	@set -e; for t in $(UNITS); do echo "== $$t"; $(UNIT_ENV) $$t; done
@@ -92,13 +99,22 @@ SAN_FLAGS := -fsanitize=address,undefined -fno-omit-frame-pointer -fno-sanitize-
 SAN_ENV   := ASAN_OPTIONS=halt_on_error=1:abort_on_error=1:detect_leaks=1:detect_stack_use_after_return=1:strict_string_checks=1 \
              UBSAN_OPTIONS=halt_on_error=1:abort_on_error=1:print_stacktrace=1
 SAN_MAKE   = $(MAKE) BUILD=build-san CFLAGS="-O1 -g $(SAN_FLAGS)" LDFLAGS="$(SAN_FLAGS)" UNIT_ENV="$(SAN_ENV)"
+# Then the programs, built the same way, through the bats suites that feed
+# them hostile input.  Leak checking is off for programs: they exit through
+# w2v_die without freeing, which is no bug.
+SAN_BATS := stream ks-cat ks-extract w2v-convert
+SAN_PROG_ENV := W2V_SANITIZED=1 ASAN_OPTIONS=halt_on_error=1:abort_on_error=1:detect_leaks=0 \
+                UBSAN_OPTIONS=halt_on_error=1:abort_on_error=1:print_stacktrace=1
 sanitize:
-	+$(SAN_MAKE) unit
+	+$(SAN_MAKE) unit bats-hostile
 sanitize-%:
 	+$(SAN_MAKE) unit-$*
+bats-hostile: $(PROGS)
+	W2V_BIN="$(CURDIR)/$(BUILD)/bin" PATH="$(CURDIR)/$(BUILD)/bin:$$PATH" $(SAN_PROG_ENV) \
+	  bats $(SAN_BATS:%=tests/bats/%.bats)
 
 bats: $(PROGS)
-	PATH="$(CURDIR)/$(BUILD)/bin:$$PATH" bats tests/bats
+	W2V_BIN="$(CURDIR)/$(BUILD)/bin" PATH="$(CURDIR)/$(BUILD)/bin:$$PATH" bats tests/bats
 
 # Not part of check: each mutant in tests/mutants/list is applied alone to a
 # scratch copy under $TMPDIR, rebuilt and tested; fails if one survives.
@@ -115,11 +131,21 @@ demo: deps
 	$(MAKE) -j$(shell nproc) $(PROGS)
 	PATH="$(CURDIR)/build/bin:$$PATH" $(MAKE) -f pipelines/demo.mk
 
-install: all
+# The installed archive: the library's objects linked into one, in which
+# every global but the w2v_ API is made local (ops, allocation helpers and
+# the rest stay the library's own).  The programs and tests link the
+# plain archive, whose internals the unit tests reach.
+$(BUILD)/install/libw2v.a: $(LIB_OBJ)
+	mkdir -p $(@D)
+	$(LD) -r -o $(@D)/libw2v.o $^
+	objcopy --wildcard --keep-global-symbol='w2v_*' $(@D)/libw2v.o
+	rm -f $@ && ar rcs $@ $(@D)/libw2v.o
+
+install: all $(BUILD)/install/libw2v.a
 	install -d $(DESTDIR)$(PREFIX)/bin $(DESTDIR)$(PREFIX)/lib/pkgconfig \
 	  $(DESTDIR)$(PREFIX)/include/w2v $(DESTDIR)$(PREFIX)/share/man/man1 $(DESTDIR)$(PREFIX)/share/man/man5
 	install -m 755 $(PROGS) $(DESTDIR)$(PREFIX)/bin
-	install -m 644 build/libw2v.a $(DESTDIR)$(PREFIX)/lib
+	install -m 644 $(BUILD)/install/libw2v.a $(DESTDIR)$(PREFIX)/lib
 	install -m 644 $(PUBLIC_HEADERS) $(DESTDIR)$(PREFIX)/include/w2v
 	install -m 644 $(MAN1) $(DESTDIR)$(PREFIX)/share/man/man1
 	install -m 644 $(MAN5) $(DESTDIR)$(PREFIX)/share/man/man5
@@ -128,3 +154,32 @@ install: all
 
 clean:
 	rm -rf build build-san
+
+# libFuzzer harnesses over the library's entry points (tests/fuzz/fuzz_*.c),
+# with the library built again by clang under ASan and UBSan in build-fuzz/.
+# make fuzz: each harness for FUZZ_SECONDS over a copy of its seed corpus
+# (tests/fuzz/corpus/NAME) in build-fuzz/, then its executions, exec/s and
+# coverage; FUZZERS_RUN=stream,config picks harnesses.  A crash, leak or
+# timeout fails it: its input goes to tests/fuzz/regress/NAME/.
+# make fuzz-regress (in make check): every harness once over its seeds and
+# regression inputs.
+.PHONY: fuzz fuzz-regress fuzzers
+FUZZ_CC      ?= clang-14
+FUZZ_SECONDS ?= 60
+FUZZ_SAN     := -fsanitize=address,undefined -fno-sanitize-recover=all -fno-omit-frame-pointer
+# -Wno-pass-failed: clang reports the omp simd loops it leaves scalar at -O1
+FUZZ_MAKE     = $(MAKE) BUILD=build-fuzz CC=$(FUZZ_CC) \
+                CFLAGS="-O1 -g $(FUZZ_SAN) -fsanitize=fuzzer-no-link -Wno-pass-failed" LDFLAGS="$(FUZZ_SAN)"
+FUZZ_SRC     := $(sort $(wildcard tests/fuzz/fuzz_*.c))
+FUZZERS      := $(FUZZ_SRC:tests/fuzz/%.c=$(BUILD)/fuzz/%)
+$(BUILD)/fuzz/%: tests/fuzz/%.c $(wildcard tests/fuzz/*.h) $(BUILD)/libw2v.a $(HEADERS) | $(BUILD)/fuzz
+	$(LINK) -fsanitize=fuzzer
+$(BUILD)/fuzz:
+	mkdir -p $@
+fuzzers: $(FUZZERS)
+fuzz:
+	+$(FUZZ_MAKE) fuzzers
+	tests/fuzz/run fuzz build-fuzz $(FUZZ_SECONDS) $(FUZZERS_RUN)
+fuzz-regress:
+	+$(FUZZ_MAKE) fuzzers
+	tests/fuzz/run replay build-fuzz

@@ -2,6 +2,7 @@
  * (normalised) mono waveforms, decoded in parallel, in manifest order. */
 #include "w2v/audio.h"
 #include "w2v/cli.h"
+#include "w2v/config.h"
 #include "w2v/corpus.h"
 #include "w2v/stream.h"
 
@@ -127,24 +128,6 @@ static int find_label(char **names, int n, const char *s)
     for (int i = 0; i < n; i++)
         if (!strcmp(names[i], s)) return i;
     return -1;
-}
-
-/* Splits "a,b,c" into names; dies on empty or repeated names. */
-static char **parse_labels(const char *arg, int *count)
-{
-    char *copy = strdup(arg), *save = copy, *tok;
-    char **names = NULL;
-    int n = 0;
-    if (!copy) w2v_die("out of memory");
-    while ((tok = strsep(&save, ",")) != NULL) {
-        if (!*tok) w2v_usage_error("--labels: empty label name in '%s'", arg);
-        if (find_label(names, n, tok) >= 0) w2v_usage_error("--labels: '%s' appears twice", tok);
-        names = realloc(names, (size_t)(n + 1) * sizeof *names);
-        if (!names) w2v_die("out of memory");
-        names[n++] = tok;
-    }
-    *count = n;
-    return names;
 }
 
 /* The label list: --labels, or the KS labels when they cover the manifest,
@@ -321,7 +304,9 @@ int main(int argc, char **argv)
     if (slice_seconds > 0 && o.slice < 1) w2v_usage_error("--slice-long: %g s is less than one sample", slice_seconds);
 
     int ngiven = 0, nlabels;
-    char **given = labels_arg ? parse_labels(labels_arg, &ngiven) : NULL;
+    char **given = NULL, why[512];
+    if (labels_arg && (ngiven = w2v_labels_parse(labels_arg, &given, why, sizeof why)) < 0)
+        w2v_usage_error("--labels: %s", why);
     long n;
     entry *e = read_manifest(manifest, &n);
     char **labels = assign_labels(e, n, manifest, given, ngiven, &nlabels);
@@ -393,7 +378,7 @@ int main(int argc, char **argv)
         free(e[i].label_name);
     }
     if (labels != given && labels != (char **)w2v_ks_labels) free(labels);
-    if (given) free(given[0]), free(given);
+    w2v_labels_free(given, ngiven);
     free(e);
     free(p.ring);
     free(threads);

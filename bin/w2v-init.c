@@ -40,20 +40,6 @@ static const char usage[] =
 
 enum { OPT_PRESET = 1, OPT_CONFIG, OPT_SET, OPT_LABELS, OPT_LABELS_FROM, OPT_MASK, OPT_SEED, OPT_FILTERBANK, OPT_OVERWRITE };
 
-static int split_labels(char *list, char ***out)
-{
-    int n = 0;
-    char **labels = NULL;
-    for (char *tok = strtok(list, ","); tok; tok = strtok(NULL, ",")) {
-        if (!*tok) continue;
-        labels = realloc(labels, (size_t)(n + 1) * sizeof *labels);
-        if (!labels) w2v_die("out of memory");
-        labels[n++] = tok;
-    }
-    *out = labels;
-    return n;
-}
-
 static char *read_file(const char *path)
 {
     FILE *fp = w2v_input_open(path);
@@ -150,10 +136,10 @@ int main(int argc, char **argv)
 
     if (labels_arg) {
         char **labels;
-        int n = split_labels(labels_arg, &labels);
-        if (n < 1) w2v_usage_error("--labels: no label names");
+        int n = w2v_labels_parse(labels_arg, &labels, err, sizeof err);
+        if (n < 0) w2v_usage_error("--labels: %s", err);
         w2v_config_set_labels(&c, n, labels);
-        free(labels);
+        w2v_labels_free(labels, n);
     } else if (labels_from) {
         w2v_reader *r = w2v_reader_open(labels_from, err, sizeof err);
         if (!r) w2v_die("%s", err);

@@ -401,6 +401,37 @@ int w2v_config_update(w2v_config *c, const char *json_object, char *err, size_t 
     return 0;
 }
 
+void w2v_labels_free(char **names, int n)
+{
+    for (int i = 0; i < n && names; i++) free(names[i]);
+    free(names);
+}
+
+int w2v_labels_parse(const char *list, char ***names, char *err, size_t errlen)
+{
+    char **v = NULL;
+    int n = 0;
+    for (const char *p = list;; p++) {
+        size_t len = strcspn(p, ",");
+        const char *why = len ? NULL : "an empty label name";
+        for (int i = 0; i < n && !why; i++)
+            if (strlen(v[i]) == len && !memcmp(v[i], p, len)) why = "a label named twice";
+        if (why) {
+            set_error(err, errlen, "'%s': %s ('%.*s')", list, why, (int)len, p);
+            w2v_labels_free(v, n);
+            return -1;
+        }
+        v = xrealloc(v, (size_t)(n + 1) * sizeof *v);
+        v[n] = xmalloc(len + 1);
+        memcpy(v[n], p, len);
+        v[n++][len] = 0;
+        p += len;
+        if (!*p) break;
+    }
+    *names = v;
+    return n;
+}
+
 void w2v_config_set_labels(w2v_config *c, int n, char *const *labels)
 {
     for (int i = 0; i < c->num_labels; i++) free(c->labels[i]);

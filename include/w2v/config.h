@@ -54,6 +54,12 @@ int w2v_config_preset(w2v_config *c, const char *name, char *err, size_t errlen)
 /* Sets config.json keys from a JSON object text (e.g. {"hidden_size": 128})
  * and checks the result; on error c is unchanged. */
 int w2v_config_update(w2v_config *c, const char *json_object, char *err, size_t errlen);
+/* Label names from a comma-separated list ("a,b,c"), the one rule for
+ * every --labels: at least one name, none empty, none twice.  Returns the
+ * count with *names (copies; free with w2v_labels_free), or -1 with the
+ * reason in err. */
+int w2v_labels_parse(const char *list, char ***names, char *err, size_t errlen);
+void w2v_labels_free(char **names, int n);
 /* Replaces the labels (id2label/label2id). */
 void w2v_config_set_labels(w2v_config *c, int n, char *const *labels);
 /* Writes DIR/config.json and DIR/preprocessor_config.json atomically. */

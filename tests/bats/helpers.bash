@@ -4,6 +4,7 @@ bats_load_library bats-support
 bats_load_library bats-assert
 
 TOP="$(cd "$BATS_TEST_DIRNAME/../.." && pwd)"
+BIN="${W2V_BIN:-$TOP/build/bin}"   # make sanitize points it at build-san/bin
 SHARED="${W2V_SHARED:-$TOP/../shared}"
 PY=/usr/bin/python3   # Debian's python3 (python3-msgpack, python3-numpy)
 

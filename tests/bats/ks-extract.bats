@@ -135,6 +135,10 @@ assert h["labels"] == ["zebra", "mouse", "cat"] and [x["label"] for x in r] == [
     [ ! -e bad.stream ]
     run ks-extract --labels a,,b other.tsv
     assert_failure 2
+    assert_output --partial "ks-extract: --labels: 'a,,b': an empty label name"
+    run ks-extract --labels a,b,a other.tsv
+    assert_failure 2
+    assert_output --partial "ks-extract: --labels: 'a,b,a': a label named twice ('a')"
 }
 
 @test "ks-extract: stereo and 8, 22.05, 44.1 kHz are resampled to 16 kHz mono, keeping the tone" {

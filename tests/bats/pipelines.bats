@@ -5,7 +5,7 @@
 load helpers
 
 setup_file() {
-    export PATH="$BATS_TEST_DIRNAME/../../build/bin:$PATH"
+    export PATH="${W2V_BIN:-$BATS_TEST_DIRNAME/../../build/bin}:$PATH"
 }
 
 MINI='--filterbank --set conv_dim=[16,4] --set hidden_size=32 --set num_hidden_layers=1 --set num_attention_heads=2 --set intermediate_size=64 --set num_conv_pos_embeddings=8 --set num_conv_pos_embedding_groups=4 --set classifier_proj_size=8'

@@ -1,10 +1,8 @@
 #!/usr/bin/env bats
-# Every program in build/bin, whichever there are, keeps the conventions:
+# Every program in build/bin (or $W2V_BIN), whichever there are, keeps the conventions:
 # --help, --version, a usage error for an unknown option, and a man page
 # that renders cleanly and names every option --help names.
 load helpers
-
-BIN="$TOP/build/bin"
 
 # Runs the check CMD for each program (its name in $name, its path in $p),
 # collecting what fails so that one run reports every program at fault.

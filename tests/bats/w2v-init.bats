@@ -125,3 +125,12 @@ assert not b[enc + "0.conv.bias"].any() and not b[enc + "1.conv.bias"].any()
     assert_success
     [ ! -e keep/notes.txt ] && [ -s keep/model.safetensors ]
 }
+
+@test "--labels follows ks-extract's rule: no empty name, none twice" {
+    for bad in 'a,,b' 'a,b,a' ',' ''; do
+        run w2v-init --preset tiny --labels "$bad" -o m
+        assert_failure 2
+        assert_output --partial "w2v-init: --labels: '$bad': a"
+        [ ! -e m ]
+    done
+}

@@ -5,7 +5,7 @@ load helpers
 load train_helpers
 
 setup_file() {
-    export PATH="$BATS_TEST_DIRNAME/../../build/bin:$PATH"
+    export PATH="${W2V_BIN:-$BATS_TEST_DIRNAME/../../build/bin}:$PATH"
 }
 
 # png FILE [RRGGBB...]: "WIDTH HEIGHT" from the IHDR after checking the
