@@ -9,7 +9,15 @@
 VERSION  := 0.1.0
 PREFIX   ?= /usr/local
 CC       ?= cc
-CFLAGS   ?= -O2 -g
+# Debian's hardening flags (dpkg-buildflags with hardening=+all:
+# _FORTIFY_SOURCE, the stack protector, relro and now; PIE is gcc's default
+# here) and stack-clash protection, unless CFLAGS is given.
+ifeq ($(origin CFLAGS),undefined)
+BUILDFLAGS = $(shell DEB_BUILD_MAINT_OPTIONS=hardening=+all dpkg-buildflags --get $(1) 2>/dev/null)
+CFLAGS   := $(or $(call BUILDFLAGS,CFLAGS),-O2 -g) -fstack-clash-protection
+CPPFLAGS += $(call BUILDFLAGS,CPPFLAGS)
+LDFLAGS  += $(call BUILDFLAGS,LDFLAGS)
+endif
 WARN     := -Wall -Wextra -Werror
 PKGS     := sndfile samplerate msgpack openblas libcurl libarchive jansson libcrypto espeak-ng
 CPPFLAGS += -Iinclude -D_GNU_SOURCE -DW2V_VERSION='"$(VERSION)"'
