@@ -189,7 +189,10 @@ static void prepare(const entry *e, const options *o, result *r)
         r->len[k] = sliced ? o->slice : n;
         /* HF truncates before it normalises */
         if (o->max_length > 0 && r->len[k] > o->max_length) r->len[k] = o->max_length;
-        if (o->normalize) w2v_audio_normalize(r->x + r->start[k], r->len[k]);
+        if (o->normalize && w2v_audio_normalize(r->x + r->start[k], r->len[k]) < 0) {
+            snprintf(r->err, sizeof r->err, "%s: samples too large to normalise (their float32 sums overflow)", e->file);
+            return;
+        }
     }
 }
 

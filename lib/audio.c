@@ -175,8 +175,10 @@ int w2v_audio_load(const char *path, int rate, int converter, float **samples, i
 {
     w2v_audio *a = w2v_audio_open(path, rate, converter, err, errlen);
     if (!a) return -1;
+    /* the header's length sizes the first buffer, up to a minute at 16 kHz:
+     * a header may claim 2^40 frames that the file does not hold */
     int64_t expect = w2v_audio_length(a);
-    size_t cap = expect > 0 ? (size_t)expect + 1 : 65536, len = 0;
+    size_t cap = expect > 0 && expect < (1 << 20) ? (size_t)expect + 1 : 1 << 20, len = 0;
     float *x = xmalloc(cap * sizeof *x);
     for (;;) {
         if (len == cap) x = xrealloc(x, (cap *= 2) * sizeof *x);
@@ -237,9 +239,9 @@ float w2v_sum_f32(const float *x, int64_t n)
     return s;
 }
 
-void w2v_audio_normalize(float *x, int64_t n)
+int w2v_audio_normalize(float *x, int64_t n)
 {
-    if (n <= 0) return;
+    if (n <= 0) return 0;
     /* mean = sum / n rounded to float32 (numpy divides in double and rounds
      * back: the same value). */
     float mean = w2v_sum_f32(x, n) / (float)n;
@@ -257,4 +259,6 @@ void w2v_audio_normalize(float *x, int64_t n)
      * scalar); the float32 array is then divided by it as float32. */
     float std = (float)sqrt((double)var + 1e-7);
     for (int64_t i = 0; i < n; i++) x[i] = (x[i] - mean) / std;
+    /* samples near FLT_MAX overflow the sums (numpy's too): no answer */
+    return isfinite(mean) && isfinite(std) ? 0 : -1;
 }

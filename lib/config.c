@@ -276,6 +276,16 @@ static int parse_objects(w2v_config *c, json_t *cfg, json_t *pre, char *err, siz
                   c->hidden_size);
         x.failed = 1;
     }
+    /* the shortest input the conv encoder takes: kernels and strides of up
+     * to 2^16 over 16 layers would overflow it (and no audio is that long) */
+    double receptive = 1;
+    for (int i = c->num_conv_layers - 1; i >= 0 && !x.failed; i--)
+        receptive = (receptive - 1) * c->conv_stride[i] + c->conv_kernel[i];
+    if (!x.failed && receptive > (double)(1u << 31)) {
+        set_error(err, errlen, "config.json: conv_kernel and conv_stride need inputs of %.3g samples at least: too long",
+                  receptive);
+        x.failed = 1;
+    }
     get_labels(&x, c, cfg);
     x.err = err;
     c->sampling_rate = get_int(&x, pre, "sampling_rate", 1, 10000000);

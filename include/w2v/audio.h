@@ -46,8 +46,10 @@ int w2v_audio_load(const char *path, int rate, int converter, float **samples, i
 
 /* Wav2Vec2FeatureExtractor's do_normalize, bit for bit as numpy computes it
  * in float32: x = (x - mean) / sqrt(var + 1e-7), population variance, the
- * sums pairwise as numpy's.  A constant clip becomes zeros. */
-void w2v_audio_normalize(float *x, int64_t n);
+ * sums pairwise as numpy's.  A constant clip becomes zeros.  -1 when the
+ * samples are too large for float32 sums (near FLT_MAX: numpy gives NaN
+ * there), else 0. */
+int w2v_audio_normalize(float *x, int64_t n);
 /* numpy's float32 sum, bit for bit: blocks of 8192 in order, each summed
  * pairwise (8-way unrolled leaves of at most 128 values). */
 float w2v_sum_f32(const float *x, int64_t n);

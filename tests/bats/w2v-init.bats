@@ -101,6 +101,10 @@ assert not b[enc + "0.conv.bias"].any() and not b[enc + "1.conv.bias"].any()
     run w2v-init --preset tiny --set 'feat_extract_norm="batch"' -o m
     assert_failure 2
     assert_output --partial "feat_extract_norm"
+    # a receptive field past 2^31 samples (it overflowed the arithmetic once)
+    run w2v-init --preset tiny --set 'conv_kernel=[65536,65536,65536]' --set 'conv_stride=[65536,65536,65536]' -o m
+    assert_failure 2
+    assert_output --partial "conv_kernel and conv_stride need inputs of 2.81e+14 samples at least: too long"
     run w2v-init --preset tiny
     assert_failure 2
     [ ! -e m ]

@@ -98,8 +98,11 @@ static void test_normalize_constant(void)
     for (int i = 0; i < 1000; i++) zeros &= x[i] == 0.f;
     CHECK(zeros, "a constant clip normalises to zeros, got %g", x[0]);
     float one = 0.5f;
-    w2v_audio_normalize(&one, 1);
+    CHECK(w2v_audio_normalize(&one, 1) == 0, "a sample normalises");
     CHECK(one == 0.f, "a single sample normalises to 0, got %g", one);
+    /* samples near FLT_MAX: their sums overflow, and it says so */
+    float huge[4] = {3e38f, -3e38f, 3e38f, 1.0f};
+    CHECK(w2v_audio_normalize(huge, 4) < 0, "samples of 3e38 refuse to normalise");
 }
 
 static void test_pairwise_sum(void)
