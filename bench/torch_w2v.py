@@ -18,8 +18,14 @@ happens at the output of the conv feature encoder.  gelu() below makes such
 gradients contiguous first, as the golden generator does: it fixes the
 gradients and costs one copy of a small tensor per step.
 
+--bf16 runs the forward pass under torch.autocast("cpu", dtype=torch.bfloat16)
+(the loss, the backward and the optimizer outside it, as usual).  torch
+1.13's CPU autocast hands bf16 input to group_norm and layer_norm, which then
+fail ("expected scalar type BFloat16 but found Float"); later torch releases
+run those two in fp32 under autocast, and so does norm() below.
+
 Usage: bench/torch_w2v.py [--mode infer|train|train-frozen] [--config DIR]
-           [--batch N] [--samples N] [--warmup N] [--iters N] [--threads N]
+           [--batch N] [--samples N] [--warmup N] [--iters N] [--threads N] [--bf16]
        bench/torch_w2v.py --verify-golden ../shared/golden/base-tiny
 Prints one JSON line (the fields of w2v-bench's, with "impl": "torch").
 """
@@ -59,6 +65,15 @@ def gelu(x):
     return y
 
 
+def norm(module, x):
+    """A GroupNorm or LayerNorm, in fp32 under autocast (torch >= 2.0 does it
+    itself; torch 1.13 fails on bf16 input)."""
+    if torch.is_autocast_cpu_enabled():
+        with torch.autocast("cpu", enabled=False):
+            return module(x.float())
+    return module(x)
+
+
 class ConvLayer(nn.Module):
     def __init__(self, c, i):
         super().__init__()
@@ -76,9 +91,9 @@ class ConvLayer(nn.Module):
     def forward(self, x):
         x = self.conv(x)
         if self.channels_last_norm:
-            x = self.layer_norm(x.transpose(1, 2)).transpose(1, 2)
+            x = norm(self.layer_norm, x.transpose(1, 2)).transpose(1, 2)
         elif self.layer_norm is not None:
-            x = self.layer_norm(x)
+            x = norm(self.layer_norm, x)
         return gelu(x)
 
 
@@ -102,7 +117,7 @@ class FeatureProjection(nn.Module):
         self.dropout = nn.Dropout(c["feat_proj_dropout"])
 
     def forward(self, x):
-        return self.dropout(self.projection(self.layer_norm(x)))
+        return self.dropout(self.projection(norm(self.layer_norm, x)))
 
 
 class PositionalConvEmbedding(nn.Module):
@@ -165,10 +180,10 @@ class EncoderLayer(nn.Module):
 
     def forward(self, h):
         if self.stable:  # pre-LN
-            h = h + self.dropout(self.attention(self.layer_norm(h)))
-            return h + self.feed_forward(self.final_layer_norm(h))
-        h = self.layer_norm(h + self.dropout(self.attention(h)))
-        return self.final_layer_norm(h + self.feed_forward(h))
+            h = h + self.dropout(self.attention(norm(self.layer_norm, h)))
+            return h + self.feed_forward(norm(self.final_layer_norm, h))
+        h = norm(self.layer_norm, h + self.dropout(self.attention(h)))
+        return norm(self.final_layer_norm, h + self.feed_forward(h))
 
 
 class Encoder(nn.Module):
@@ -185,7 +200,7 @@ class Encoder(nn.Module):
         """All hidden states, as HF's output_hidden_states."""
         h = h + self.pos_conv_embed(h)
         if not self.stable:
-            h = self.layer_norm(h)
+            h = norm(self.layer_norm, h)
         h = self.dropout(h)
         states = [h]
         for layer in self.layers:
@@ -194,7 +209,7 @@ class Encoder(nn.Module):
                 h = layer(h)
             states.append(h)
         if self.stable:
-            states[-1] = self.layer_norm(h)
+            states[-1] = norm(self.layer_norm, h)
         return states
 
 
@@ -281,10 +296,13 @@ def bench(args):
         model.eval()
     t_setup = time.perf_counter() - t_setup
     steps, phases, loss = [], [], None  # phases: forward, backward, optimizer (+ zero_grad) per timed step
+    autocast = lambda: torch.autocast("cpu", dtype=torch.bfloat16, enabled=args.bf16)
     for it in range(args.warmup + args.iters):
         t = [time.perf_counter()]
         if train:
-            loss = lossf(model(x), labels)
+            with autocast():
+                logits = model(x)
+            loss = lossf(logits.float(), labels)
             t.append(time.perf_counter())
             loss.backward()
             t.append(time.perf_counter())
@@ -292,7 +310,7 @@ def bench(args):
             opt.step()
             model.zero_grad()  # as Trainer, after the step
         else:
-            with torch.no_grad():
+            with torch.no_grad(), autocast():
                 model(x)
         t.append(time.perf_counter())
         if it >= args.warmup:
@@ -305,6 +323,7 @@ def bench(args):
         "params": nparams, "setup_s": t_setup, "median_s": med, "min_s": min(steps), "max_s": max(steps),
         "clips_per_s": args.batch / med, "rtf": med / (args.batch * args.samples / 16000),
         "peak_rss_mib": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, "torch": torch.__version__,
+        "precision": "bf16" if args.bf16 else "fp32",
     }
     if train:
         for i, name in enumerate(("forward_s", "backward_s", "optim_s")):
@@ -389,6 +408,8 @@ def main():
     ap.add_argument("--seed", type=int, default=0, help="torch.manual_seed [0]")
     ap.add_argument("--threads", type=int, default=len(os.sched_getaffinity(0)),
                     help="torch.set_num_threads [the cores available]")
+    ap.add_argument("--bf16", action="store_true",
+                    help='the forward pass under torch.autocast("cpu", dtype=torch.bfloat16)')
     ap.add_argument("--verify-golden", metavar="DIR", nargs="+",
                     help="check the forward pass and gradients against golden case directories (no attention mask)")
     args = ap.parse_args()

@@ -43,11 +43,14 @@ static const char usage[] =
     "  --warmup N        untimed iterations first [2]\n"
     "  --iters N         timed iterations [10]\n"
     "  --seed N          weights, audio and dropout seed [0]\n"
+    "  --bf16            mixed precision (w2v_run.bf16, as torch.autocast): the products in\n"
+    "                    bf16 with fp32 accumulation (oneDNN); with --mode sgemm, the\n"
+    "                    2048^3 product so\n"
     "  --threads N       threads [the cores available]\n"
     "  -h, --help        this text\n"
     "  --version         print the version\n";
 
-enum { OPT_MODE = 1, OPT_PRESET, OPT_CONFIG, OPT_BATCH, OPT_SAMPLES, OPT_WARMUP, OPT_ITERS, OPT_SEED };
+enum { OPT_MODE = 1, OPT_PRESET, OPT_CONFIG, OPT_BATCH, OPT_SAMPLES, OPT_WARMUP, OPT_ITERS, OPT_SEED, OPT_BF16 };
 enum { MODE_INFER, MODE_TRAIN, MODE_TRAIN_FROZEN, MODE_SGEMM, NMODES };
 static const char *const mode_names[] = {"infer", "train", "train-frozen", "sgemm"};
 
@@ -76,12 +79,16 @@ static double forward_macs(const w2v_config *c, long T)
 }
 
 /* The ceiling: one n^3 product through libw2v's own gemm (cut over the
- * threads, OpenBLAS single-threaded in each). */
-static double sgemm_seconds(const float *a, const float *b, float *c, int n)
+ * threads, OpenBLAS single-threaded in each; or oneDNN in bf16, operands
+ * converted per call as an activation's are). */
+static double sgemm_seconds(const float *a, const float *b, float *c, int n, int bf16)
 {
+    gemm_mode old = gemm_mode_set((gemm_mode){bf16, NULL});
     double t = w2v_now();
     gemm(0, 0, n, n, n, 1.0f, a, n, b, n, 0.0f, c, n);
-    return w2v_now() - t;
+    t = w2v_now() - t;
+    gemm_mode_set(old);
+    return t;
 }
 
 /* Sorts t[0..n-1] and returns its median. */
@@ -103,11 +110,12 @@ int main(int argc, char **argv)
         {"warmup", required_argument, 0, OPT_WARMUP},
         {"iters", required_argument, 0, OPT_ITERS},
         {"seed", required_argument, 0, OPT_SEED},
+        {"bf16", no_argument, 0, OPT_BF16},
         {"threads", required_argument, 0, W2V_OPT_THREADS},
         {0, 0, 0, 0},
     };
     const char *preset = NULL, *config = NULL;
-    int opt, mode = MODE_INFER, B = 8, T = 16000, warmup = 2, iters = 10;
+    int opt, mode = MODE_INFER, B = 8, T = 16000, warmup = 2, iters = 10, bf16 = 0;
     long seed = 0;
     char err[1024];
     w2v_cli_init("w2v-bench", usage, argv);
@@ -125,10 +133,14 @@ int main(int argc, char **argv)
         case OPT_WARMUP: warmup = (int)w2v_parse_long("--warmup", optarg, 0, 100000); break;
         case OPT_ITERS: iters = (int)w2v_parse_long("--iters", optarg, 1, 100000); break;
         case OPT_SEED: seed = w2v_parse_long("--seed", optarg, 0, LONG_MAX); break;
+        case OPT_BF16: bf16 = 1; break;
         }
     }
     if (optind < argc) w2v_usage_error("unexpected argument '%s'", argv[optind]);
     if (preset && config) w2v_usage_error("--preset and --config exclude each other");
+    /* what ran: bf16 asked for on a CPU without it runs (and says) fp32 */
+    if (bf16) bf16 = gemm_bf16_requested();
+    const char *precision = bf16 ? "bf16" : "fp32";
     if (mode == MODE_SGEMM) {
         enum { N = 2048 };
         double *t = malloc((size_t)(warmup + iters) * sizeof *t);
@@ -136,10 +148,11 @@ int main(int argc, char **argv)
               *cc = malloc((size_t)N * N * sizeof *cc);
         if (!t || !a || !b || !cc) w2v_die("out of memory");
         for (long j = 0; j < (long)N * N; j++) a[j] = b[j] = (float)(j % 7) * 0.1f;
-        for (int it = 0; it < warmup + iters; it++) t[it] = sgemm_seconds(a, b, cc, N);
+        for (int it = 0; it < warmup + iters; it++) t[it] = sgemm_seconds(a, b, cc, N, bf16);
         double med = median(t + warmup, iters);
         if (printf("{\"impl\":\"c\",\"mode\":\"sgemm\",\"size\":%d,\"threads\":%d,\"iters\":%d,"
-                   "\"median_s\":%g,\"gflops\":%g}\n", N, w2v_threads(), iters, med, 2.0 * N * N * N / med / 1e9) < 0 ||
+                   "\"median_s\":%g,\"gflops\":%g,\"precision\":\"%s\"}\n", N, w2v_threads(), iters, med,
+                   2.0 * N * N * N / med / 1e9, precision) < 0 ||
             fflush(stdout) != 0)
             w2v_write_failed("stdout");
         free(t);
@@ -194,10 +207,10 @@ int main(int argc, char **argv)
         o = w2v_optim_new(m, &oo);
     }
     t_setup = w2v_now() - t_setup;
-    w2v_input in = {B, T, x, lengths, train ? labels : NULL};
+    w2v_input in = {.B = B, .T = T, .x = x, .lengths = lengths, .labels = train ? labels : NULL};
     float loss = 0;
     for (int it = 0; it < warmup + iters; it++) {
-        w2v_run run = {train, (uint64_t)seed, (uint64_t)it, -1};
+        w2v_run run = {train, (uint64_t)seed, (uint64_t)it, -1, bf16};
         double t[NPHASES + 1];
         t[0] = w2v_now();
         loss = w2v_model_forward(m, &in, &run, NULL, err, sizeof err);
@@ -233,6 +246,7 @@ int main(int argc, char **argv)
         json_object_update_new(out, json_pack("{s:f, s:f, s:f}", "forward_s", median(times[FWD], iters), "backward_s",
                                               median(times[BWD], iters), "optim_s", median(times[OPT], iters)));
     if (!out) w2v_die("out of memory");
+    json_object_set_new(out, "precision", json_string(precision));
     if (train && isfinite(loss)) json_object_set_new(out, "loss", json_real(loss));
     if (json_dumpf(out, stdout, JSON_COMPACT | JSON_REAL_PRECISION(6)) < 0 || putchar('\n') == EOF) w2v_write_failed("stdout");
     json_decref(out);

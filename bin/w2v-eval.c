@@ -30,13 +30,16 @@ static const char usage[] =
     "  --json FILE           write the metrics as JSON to FILE ('-': stdout, instead of the table)\n"
     "  --predictions FILE    write one JSON line per example to FILE:\n"
     "                        {key, label, score, true_label, loss}\n"
+    "  --bf16                mixed precision: matrix products in bf16 with fp32\n"
+    "                        accumulation (as torch.autocast); about twice as fast\n"
+    "                        on CPUs with avx512_bf16, elsewhere a note and fp32\n"
     "  --threads N           threads (default: the cores available)\n"
     "  --progress            progress on stderr even when it is not a terminal\n"
     "  --quiet               no notes or progress on stderr\n"
     "  -h, --help            this text\n"
     "  --version             print the version\n";
 
-enum { OPT_JSON = 1, OPT_PREDICTIONS };
+enum { OPT_JSON = 1, OPT_PREDICTIONS, OPT_BF16 };
 
 typedef struct {
     const w2v_config *cfg;
@@ -176,6 +179,7 @@ int main(int argc, char **argv)
         {"batch-size", required_argument, 0, 'b'},
         {"json", required_argument, 0, OPT_JSON},
         {"predictions", required_argument, 0, OPT_PREDICTIONS},
+        {"bf16", no_argument, 0, OPT_BF16},
         {"threads", required_argument, 0, W2V_OPT_THREADS},
         {"progress", no_argument, 0, W2V_OPT_PROGRESS},
         {"quiet", no_argument, 0, W2V_OPT_QUIET},
@@ -183,7 +187,7 @@ int main(int argc, char **argv)
     };
     const char *model_dir = NULL, *json_path = NULL, *pred_path = NULL;
     long batch_size = 8;
-    int opt;
+    int opt, bf16 = 0;
     w2v_cli_init("w2v-eval", usage, argv);
     while ((opt = getopt_long(argc, argv, "hm:b:", longopts, NULL)) != -1) {
         if (w2v_cli_common(opt, optarg)) continue;
@@ -192,6 +196,7 @@ int main(int argc, char **argv)
         case 'b': batch_size = w2v_parse_long("--batch-size", optarg, 1, 4096); break;
         case OPT_JSON: json_path = optarg; break;
         case OPT_PREDICTIONS: pred_path = optarg; break;
+        case OPT_BF16: bf16 = 1; break;
         }
     }
     if (!model_dir) w2v_usage_error("no model: use -m MODEL");
@@ -221,6 +226,7 @@ int main(int argc, char **argv)
         t.pred_name = strcmp(pred_path, "-") ? pred_path : "stdout";
     }
     w2v_classifier *cls = w2v_classifier_new(model, (int)batch_size, count_result, &t);
+    w2v_classifier_set_bf16(cls, bf16);
     int64_t *labels = NULL;
     int ret;
     w2v_progress_start(&t.progress, "examples", 0);

@@ -1,6 +1,7 @@
 /* w2v-train: fine-tune a Wav2Vec2 classifier on a batches stream, as
  * Hugging Face Trainer(model, args).train() does. */
 #include "w2v/cli.h"
+#include "w2v/dist.h"
 #include "w2v/fs.h"
 #include "w2v/model.h"
 #include "w2v/optim.h"
@@ -24,6 +25,10 @@ static const char usage[] =
     "Schedule length: the stream header's batches_per_epoch x epochs, or --max-steps; training ends\n"
     "there or at the end of the stream.  OUTDIR gets checkpoint-STEP/ directories, metrics.jsonl\n"
     "and the final model (config.json, model.safetensors, preprocessor_config.json) at its top.\n"
+    "\n"
+    "On many processes or machines: `... | mpirun -np 4 w2v-train ... --threads 2` (see mpirun(1)):\n"
+    "rank 0 reads the stream and hands each rank its part of every batch; the gradients are summed\n"
+    "over the ranks each step; rank 0 alone writes.  Options mean what they mean in one process.\n"
     "\n"
     "Options:\n"
     "  -m, --model DIR                 model to start from (a Hugging Face directory)\n"
@@ -210,9 +215,19 @@ int main(int argc, char **argv)
         w2v_die("%s: is the model to start from: its final model would replace it (another -o, or --overwrite-output-dir)",
                 a.t.outdir);
 
-    w2v_reader *r = w2v_reader_open(a.input, err, sizeof err);
-    if (!r) w2v_die("%s", err);
-    const w2v_header *h = w2v_reader_header(r);
+    /* under mpirun: rank 0 reads the stream and reports, every rank trains
+     * its part of each batch (w2v/dist.h) */
+    int ranks = w2v_dist_init(err, sizeof err), rank = w2v_dist_rank();
+    if (!ranks) w2v_die("%s", err);
+    if (rank) w2v_cli_common(W2V_OPT_QUIET, NULL);
+    w2v_reader *r = NULL;
+    const w2v_header *h = NULL;
+    w2v_header copy;
+    if (rank == 0) {
+        if (!(r = w2v_reader_open(a.input, err, sizeof err))) w2v_die("%s", err);
+        h = w2v_reader_header(r);
+    }
+    h = w2v_dist_share_header(h, &copy);
     if (h->type != W2V_BATCHES) w2v_die("%s: an examples stream: batch it first (ks-batch)", w2v_input_name(a.input));
     w2v_model *m = load_model(a.resume ? a.resume : a.model, h);
     w2v_model_freeze_feature_encoder(m, a.freeze);
@@ -221,36 +236,47 @@ int main(int argc, char **argv)
     if (a.resume) {
         if (w2v_trainer_resume(t, a.resume, err, sizeof err) < 0) w2v_die("%s", err);
         /* the same stream again: skip what the run had consumed */
-        for (long i = 0; i < w2v_trainer_batches(t); i++)
+        for (long i = 0; i < w2v_trainer_batches(t) && rank == 0; i++)
             if (w2v_reader_next(r) <= 0)
                 w2v_die("%s: the stream ends before the %ld batches the checkpoint consumed", w2v_input_name(a.input),
                         w2v_trainer_batches(t));
         w2v_note("resuming at step %ld (batch %ld)", w2v_trainer_step(t), w2v_trainer_batches(t));
     }
 
-    signal(SIGINT, on_signal);
-    signal(SIGTERM, on_signal);
+    /* without SA_RESTART: a signal ends a wait for the next batch */
+    struct sigaction sa = {.sa_handler = on_signal};
+    sigaction(SIGINT, &sa, NULL);
+    sigaction(SIGTERM, &sa, NULL);
     w2v_progress prog;
     w2v_progress_start(&prog, "training", (double)w2v_trainer_total_steps(t));
-    int ret = 1;
-    while (!w2v_trainer_done(t) && !stop_requested && (ret = w2v_reader_next(r)) > 0) {
+    /* what rank 0 decides next, which every rank follows */
+    enum { END = 0, BATCH = 1, STOP = -1, BROKEN = -2 };
+    int next;
+    for (;;) {
         w2v_batch b;
         float loss;
-        if (w2v_reader_batch(r, &b) < 0) w2v_die("%s", w2v_reader_error(r));
+        if (rank == 0) {
+            /* a stop request wins over the read it interrupted */
+            int got = w2v_trainer_done(t) || stop_requested ? 0 : w2v_reader_next(r);
+            next = stop_requested ? STOP : got < 0 ? BROKEN : got == 0 ? END : BATCH;
+            if (next == BATCH && w2v_reader_batch(r, &b) < 0) next = BROKEN;
+        }
+        if ((next = w2v_dist_share_batch(next, &b)) != BATCH) break;
         if (w2v_trainer_batch(t, &b, &loss, err, sizeof err) < 0) w2v_die("%s: %s", w2v_input_name(a.input), err);
         char extra[96];
         snprintf(extra, sizeof extra, "loss %.4f", loss);
         w2v_progress_update(&prog, (double)w2v_trainer_step(t), extra);
     }
     w2v_progress_end(&prog);
-    /* a stop request wins over the read it interrupted */
-    if (stop_requested) {
-        const char *ckpt;
-        if (w2v_trainer_save(t, &ckpt, err, sizeof err) < 0) w2v_die("%s", err);
+    if (next == STOP || next == BROKEN) {
+        const char *ckpt = NULL;
+        if (next == STOP && w2v_trainer_save(t, &ckpt, err, sizeof err) < 0) w2v_die("%s", err);
+        w2v_dist_finish();
+        if (rank) exit(1); /* rank 0 says why */
+        if (next == BROKEN) w2v_die("%s", w2v_reader_error(r));
         w2v_die("interrupted by signal %d at step %ld; continue with: w2v-train --resume %s -o %s [same options and stream]",
                 (int)stop_requested, w2v_trainer_step(t), ckpt, a.t.outdir);
     }
-    if (ret < 0) w2v_die("%s", w2v_reader_error(r));
     if (w2v_trainer_pending(t))
         w2v_warn("the stream ended inside an accumulation: its last %ld batches made no step", w2v_trainer_pending(t));
 
@@ -263,5 +289,7 @@ int main(int argc, char **argv)
     w2v_trainer_free(t);
     w2v_model_free(m);
     w2v_reader_close(r);
+    if (h == &copy) w2v_header_free(&copy);
+    w2v_dist_finish();
     return 0;
 }

@@ -1,7 +1,8 @@
 /* Multi-head scaled dot-product attention (HF's eager path): per example
  * and head, scores = q k^T (q arrives scaled), padded keys masked, softmax,
  * dropout on the probabilities, context = p v.  Heads run in parallel, each
- * thread with its own scratch. */
+ * thread with its own scratch and the caller's precision for its products
+ * (gemm_mode is per thread: the loop's threads take the caller's). */
 #include "ops.h"
 #include "w2v/rng.h"
 #include "w2v/threads.h"
@@ -18,8 +19,10 @@ W2V_HOT void attention_forward(float *ctx, float *probs, const float *q, const f
                        int B, int T, int H, int nh, float p, uint64_t key, int b0, float *scratch)
 {
     int hd = H / nh;
+    gemm_mode mode = gemm_mode_get();
     #pragma omp parallel for schedule(dynamic)
     for (int bh = 0; bh < B * nh; bh++) {
+        gemm_mode outer = gemm_mode_set(mode);
         int b = bh / nh, h = bh % nh;
         long off = (long)b * T * H + (long)h * hd;
         float *P = probs + (long)bh * T * T, *drop = scratch + 2l * T * T * omp_get_thread_num();
@@ -39,6 +42,7 @@ W2V_HOT void attention_forward(float *ctx, float *probs, const float *q, const f
             A = drop;
         }
         gemm(0, 0, T, hd, T, 1.0f, A, T, v + off, H, 0.0f, ctx + off, H);
+        gemm_mode_set(outer);
     }
 }
 
@@ -47,8 +51,10 @@ W2V_HOT void attention_backward(float *dq, float *dk, float *dv, const float *dc
                         float *scratch)
 {
     int hd = H / nh;
+    gemm_mode mode = gemm_mode_get();
     #pragma omp parallel for schedule(dynamic)
     for (int bh = 0; bh < B * nh; bh++) {
+        gemm_mode outer = gemm_mode_set(mode);
         int b = bh / nh, h = bh % nh;
         long off = (long)b * T * H + (long)h * hd;
         float *dP = scratch + 2l * T * T * omp_get_thread_num(), *A = dP + (long)T * T;
@@ -76,5 +82,6 @@ W2V_HOT void attention_backward(float *dq, float *dk, float *dv, const float *dc
         /* dq += dS k ; dk += dS^T q */
         gemm(0, 0, T, hd, T, 1.0f, dP, T, k + off, H, 1.0f, dq + off, H);
         gemm(1, 0, T, hd, T, 1.0f, dP, T, q + off, H, 1.0f, dk + off, H);
+        gemm_mode_set(outer);
     }
 }

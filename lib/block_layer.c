@@ -86,7 +86,7 @@ void layer_forward(const block_run *r, int i, const layer_params *w, layer_acts 
     linear_forward(la->k, xin, w->k_w, w->k_b, (int)BF, H, H);
     linear_forward(la->v, xin, w->v_w, w->v_b, (int)BF, H, H);
     attention_forward(la->ctx, la->probs, la->q, la->k, la->v, r->valid, B, F, H, nh, r->p_attn,
-                      site_key(r->key, SITE_ATTN, i), r->b0, r->scratch);
+                      site_key(r->key, SITE_ATTN, i), r->first, r->scratch);
     linear_forward(la->attn, la->ctx, w->o_w, w->o_b, (int)BF, H, H);
     dropout_forward(la->attn, la->attn, n, r->p_hidden, site_key(r->key, SITE_ATTN_OUT, i), batch_offset(r, n));
     residual_forward(la->res1, x, la->attn, n);
@@ -148,7 +148,7 @@ void layer_backward(const block_run *r, int i, const layer_params *p, layer_para
     dropout_backward(d->attn, dx, n, r->p_hidden, site_key(r->key, SITE_ATTN_OUT, i), batch_offset(r, n));
     linear_backward(d->ctx, g->o_w, g->o_b, d->attn, a->ctx, p->o_w, BF, H, H);
     attention_backward(d->q, d->k, d->v, d->ctx, a->probs, a->q, a->k, a->v, B, F, H, nh, r->p_attn,
-                       site_key(r->key, SITE_ATTN, i), r->b0, r->scratch);
+                       site_key(r->key, SITE_ATTN, i), r->first, r->scratch);
     #pragma omp parallel for simd
     for (long j = 0; j < n; j++) d->q[j] *= scale;
     float *dxin = stable ? d->ln1 : dx;

@@ -91,6 +91,7 @@ typedef struct {
     int B, T, F;       /* the shard's examples; samples and frames per example */
     const int *Tl;     /* [num_conv_layers + 1] frames entering each conv layer: Tl[0] = T, the last F */
     int b0;            /* the shard's first example in the batch */
+    int first;         /* ... and in the whole batch, across processes: keys its draws */
     const int *valid;  /* [B] the frames < valid[b] are real; NULL without the attention mask */
     uint64_t key;      /* the forward's; site_key() gives each dropout site its stream */
     float p_hidden, p_attn, p_act, p_feat; /* dropout probabilities, 0 in evaluation */
@@ -109,7 +110,7 @@ static inline uint64_t site_key(uint64_t key, int site, int layer)
 
 /* Where a shard's part (n floats) of a batch tensor starts in the whole
  * tensor: dropout keys its draws by that place. */
-static inline long batch_offset(const block_run *r, long n) { return n / r->B * r->b0; }
+static inline long batch_offset(const block_run *r, long n) { return n / r->B * r->first; }
 
 /* ---- block_conv.c: the conv feature encoder, audio [B, T] -> [B, F, C] ---- */
 

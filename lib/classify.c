@@ -3,6 +3,7 @@
 #include "w2v/classify.h"
 #include "w2v/cli.h"
 #include "internal.h"
+#include "ops.h"
 
 #include <math.h>
 #include <stdlib.h>
@@ -62,6 +63,7 @@ struct w2v_classifier {
     size_t x_cap;
     int64_t *lengths, *labels;  /* [rows] */
     int rows;
+    int bf16;                   /* the forward passes' products in bf16 */
 };
 
 w2v_classifier *w2v_classifier_new(w2v_model *m, int batch_size, w2v_result_fn fn, void *ctx)
@@ -106,13 +108,19 @@ static int too_short(const w2v_classifier *c, const char *key, int64_t n, char *
 static int forward(w2v_classifier *c, int B, int T, const w2v_clip *clips, char *err, size_t errlen)
 {
     w2v_input in = {.B = B, .T = T, .x = c->x, .lengths = c->lengths, .labels = c->labels};
-    w2v_run run = {.training = 0, .attention_mask = -1};
+    w2v_run run = {.training = 0, .attention_mask = -1, .bf16 = c->bf16};
     if (w2v_model_forward(c->m, &in, &run, c->logits, err, errlen) < 0) return -1;
     for (size_t i = 0; i < (size_t)B * c->nlabels; i++)
         if (!isfinite(c->logits[i]))
             return set_error(err, errlen, "%s: the model's logits are not finite (a broken model?)", clips[i / c->nlabels].key);
     for (int b = 0; b < B; b++) c->fn(c->ctx, &clips[b], c->logits + (size_t)b * c->nlabels);
     return 0;
+}
+
+int w2v_classifier_set_bf16(w2v_classifier *c, int on)
+{
+    c->bf16 = on != 0;
+    return c->bf16 && gemm_bf16_requested();
 }
 
 static void ensure_batch(w2v_classifier *c, int B, int T)

@@ -4,7 +4,12 @@
  *
  * Channels-last makes the receptive field of output frame t a run of K
  * input frames, so im2col copies rows; the weight is reordered once per call
- * from torch's [Cout, Cin/G, K] to [Cout, K, Cin/G] to match. */
+ * from torch's [Cout, Cin/G, K] to [Cout, K, Cin/G] to match.
+ *
+ * In bf16 (gemm_mode), the reordered weight is an operand of every GEMM
+ * of the call (one per example and slice, or per group): it is declared
+ * the call's weights, so that gemm converts it to bf16 once per call, not
+ * once per GEMM. */
 #include "ops.h"
 
 #include <math.h>
@@ -40,6 +45,24 @@ long conv1d_scratch(const conv_shape *s)
 {
     long cg = s->Cin / s->G, wsize = (long)s->Cout * s->K * cg;
     return 2 * wsize + (direct(s) ? 0 : 2 * (long)chunk_examples(s) * s->Tout * s->K * cg);
+}
+
+/* Declares wr (n floats) the weights of the calling thread's bf16 products
+ * until weights_end(); nothing in fp32. */
+static gemm_weights *weights_begin(const float *wr, long n, gemm_mode *outer)
+{
+    *outer = gemm_mode_get();
+    if (!outer->bf16) return NULL;
+    gemm_weights *w = gemm_weights_new(wr, n);
+    gemm_mode_set((gemm_mode){1, w});
+    return w;
+}
+
+static void weights_end(gemm_weights *w, gemm_mode outer)
+{
+    if (!w) return;
+    gemm_mode_set(outer);
+    gemm_weights_free(w);
 }
 
 W2V_HOT static void reorder_weight(float *wr, const float *w, const conv_shape *s)
@@ -96,6 +119,8 @@ void conv1d_forward(float *out, const float *x, const float *w, const float *bia
     long row = (long)s->K * cg;
     float *wr = scratch, *col = scratch + 2 * (long)s->Cout * row;
     reorder_weight(wr, w, s);
+    gemm_mode outer;
+    gemm_weights *w16 = weights_begin(wr, (long)s->Cout * row, &outer);
     long n = (long)s->B * s->Tout;
     if (bias) {
         #pragma omp parallel for
@@ -109,6 +134,7 @@ void conv1d_forward(float *out, const float *x, const float *w, const float *bia
                 gemm(0, 1, s->Tout, s->Cout, slice_width(s, j), 1.0f, x + ((long)b * s->Tin + (long)j * s->S) * s->Cin,
                      s->S * s->Cin, wr + (long)j * s->S * s->Cin, (int)row, j || bias ? 1.0f : 0.0f,
                      out + (long)b * s->Tout * s->Cout, s->Cout);
+        weights_end(w16, outer);
         return;
     }
     for (int b0 = 0; b0 < s->B; b0 += nbmax) {
@@ -120,6 +146,7 @@ void conv1d_forward(float *out, const float *x, const float *w, const float *bia
                         s->Cout);
         }
     }
+    weights_end(w16, outer);
 }
 
 void conv1d_backward(float *dx, float *dw, float *dbias, const float *dout, const float *x, const float *w,
@@ -130,6 +157,8 @@ void conv1d_backward(float *dx, float *dw, float *dbias, const float *dout, cons
     float *wr = scratch, *dwr = scratch + wsize, *col = scratch + 2 * wsize,
           *dcol = col + (long)nbmax * s->Tout * row;
     reorder_weight(wr, w, s);
+    gemm_mode outer;
+    gemm_weights *w16 = weights_begin(wr, wsize, &outer);
     memset(dwr, 0, (size_t)wsize * sizeof *dwr);
     if (dbias) column_sum(dbias, dout, (long)s->B * s->Tout, s->Cout);
     if (direct(s)) {
@@ -160,6 +189,7 @@ void conv1d_backward(float *dx, float *dw, float *dbias, const float *dout, cons
             }
         }
     }
+    weights_end(w16, outer);
     if (dw) {
         #pragma omp parallel for
         for (int o = 0; o < s->Cout; o++)

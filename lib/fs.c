@@ -5,6 +5,7 @@
 
 #include <dirent.h>
 #include <errno.h>
+#include <signal.h>
 #include <ftw.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -161,4 +162,31 @@ int w2v_check_ours(const char *dir, char *err, size_t errlen)
             ret = set_error(err, errlen, "%s: holds '%s', which is not part of a model or a run", dir, e->d_name);
     closedir(d);
     return ret;
+}
+
+/* The PID of a stray's name, NAME.tmp.PID or NAME.old.PID; 0 if none. */
+static long stray_pid(const char *name)
+{
+    const char *dot = strrchr(name, '.');
+    if (!dot || dot - name < 4 || (strncmp(dot - 4, ".tmp", 4) && strncmp(dot - 4, ".old", 4))) return 0;
+    char *end;
+    long pid = strtol(dot + 1, &end, 10);
+    return *end || end == dot + 1 || pid <= 0 ? 0 : pid;
+}
+
+int w2v_remove_strays(const char *dir)
+{
+    DIR *d = opendir(dir);
+    if (!d) return 0;
+    struct dirent *e;
+    int n = 0;
+    while ((e = readdir(d))) {
+        long pid = stray_pid(e->d_name);
+        if (!pid || pid == (long)getpid() || kill((pid_t)pid, 0) == 0 || errno != ESRCH) continue;
+        char *path = w2v_path_join(dir, e->d_name);
+        n += w2v_remove_tree(path, NULL, 0) == 0;
+        free(path);
+    }
+    closedir(d);
+    return n;
 }

@@ -97,6 +97,7 @@ struct w2v_model {
     shard *shards;
     int nshards, cap_shards;
     int frozen, training, has_labels;
+    gemm_mode mode; /* the products' precision: the last forward's, kept for its backward */
     long time_masked;
     uint64_t key; /* randomness of the last forward */
 };
@@ -214,6 +215,7 @@ void w2v_model_free(w2v_model *m)
     free(m->skip);
     free(m->block);
     free(m->grad_block);
+    gemm_weights_free(m->mode.weights);
     free(m->params);
     free(m->init);
     free(m->init_value);
@@ -236,6 +238,7 @@ const w2v_param *w2v_model_find_param(const w2v_model *m, const char *name)
 
 float *w2v_model_params(w2v_model *m, long *count)
 {
+    gemm_weights_changed(m->mode.weights); /* a writable pointer: the bf16 copy is remade */
     if (count) *count = m->nfloats;
     return m->block;
 }
@@ -258,6 +261,7 @@ float *w2v_model_grads(w2v_model *m, long *count)
 
 static void init_param(w2v_model *m, int i, w2v_rng *r)
 {
+    gemm_weights_changed(m->mode.weights);
     const w2v_param *p = &m->params[i];
     float *x = m->block + p->offset, v = m->init_value[i];
     for (long j = 0; j < p->size; j++) {
@@ -283,6 +287,7 @@ void w2v_model_init_weights(w2v_model *m, uint64_t seed)
 
 int w2v_model_init_filterbank(w2v_model *m, double fmin, double fmax, char *err, size_t errlen)
 {
+    gemm_weights_changed(m->mode.weights);
     return conv_init_filterbank(&m->cfg, &m->p.conv, fmin, fmax, err, errlen);
 }
 
@@ -429,23 +434,40 @@ static void each_shard(w2v_model *m, void (*fn)(w2v_model *, shard *))
 
 /* SpecAugment's spans for the whole batch (training only): time spans
  * take masked_spec_embed, feature spans are zeroed (HF's
- * _mask_hidden_states); applied per shard by featproj_forward. */
-static void spec_augment_draw(w2v_model *m, const int *valid)
+ * _mask_hidden_states); applied per shard by featproj_forward.  For a part
+ * of a larger batch the spans are drawn for the whole batch and the part's
+ * rows kept; time_masked counts the whole batch's, so that every part
+ * agrees on whether masked_spec_embed has a gradient. */
+static void spec_augment_draw(w2v_model *m, const w2v_input *in, int use_mask)
 {
     const w2v_config *c = &m->cfg;
-    int B = m->B, F = m->F, H = c->hidden_size;
+    int B = m->B, F = m->F, H = c->hidden_size, W = in->whole ? in->whole : B;
     w2v_rng r;
     w2v_rng_seed(&r, site_key(m->key, SITE_SPECAUG, 0));
     m->time_masked = 0;
     memset(m->time_mask, 0, (size_t)B * F);
     memset(m->feat_mask, 0, (size_t)B * H);
     if (!m->training || !c->apply_spec_augment) return;
+    uint8_t *time = m->time_mask, *feat = m->feat_mask;
+    int *valid = use_mask ? m->valid : NULL;
+    if (W != B) {
+        time = xcalloc((size_t)W * F, 1);
+        feat = xcalloc((size_t)W * H, 1);
+        valid = use_mask ? xmalloc((size_t)W * sizeof *valid) : NULL;
+        for (int b = 0; b < W && valid; b++) valid[b] = (int)w2v_config_frames(c, (long)in->whole_lengths[b]);
+    }
     if (c->mask_time_prob > 0)
-        m->time_masked = specaug_mask(m->time_mask, B, F, valid, c->mask_time_prob, c->mask_time_length,
+        m->time_masked = specaug_mask(time, W, F, valid, c->mask_time_prob, c->mask_time_length,
                                       c->mask_time_min_masks, &r);
     if (c->mask_feature_prob > 0)
-        specaug_mask(m->feat_mask, B, H, NULL, c->mask_feature_prob, c->mask_feature_length,
-                     c->mask_feature_min_masks, &r);
+        specaug_mask(feat, W, H, NULL, c->mask_feature_prob, c->mask_feature_length, c->mask_feature_min_masks, &r);
+    if (W != B) {
+        memcpy(m->time_mask, time + (long)in->first * F, (size_t)B * F);
+        memcpy(m->feat_mask, feat + (long)in->first * H, (size_t)B * H);
+        free(time);
+        free(feat);
+        free(valid);
+    }
 }
 
 /* A shard's examples from the audio to the logits. */
@@ -457,6 +479,7 @@ static void shard_forward(w2v_model *m, shard *sh)
     acts *a = &sh->a;
     int L = c->num_hidden_layers;
     long nh = (long)r->B * r->F * c->hidden_size;
+    gemm_mode outer = gemm_mode_set(m->mode); /* this thread's products run in the pass's precision */
 
     conv_forward(r, &p->conv, &a->conv, a->input);
     featproj_forward(r, &p->fp, &a->fp, a->conv.act[c->num_conv_layers - 1]);
@@ -467,6 +490,7 @@ static void shard_forward(w2v_model *m, shard *sh)
     }
     if (c->do_stable_layer_norm) encoder_norm_forward(r, &p->pos, &a->pos, a->hidden[L]);
     head_forward(r, &p->head, &a->head, a->reported);
+    gemm_mode_set(outer);
 }
 
 float w2v_model_forward(w2v_model *m, const w2v_input *in, const w2v_run *run, float *logits, char *err,
@@ -476,6 +500,8 @@ float w2v_model_forward(w2v_model *m, const w2v_input *in, const w2v_run *run, f
     int B = in->B, T = in->T, L = c->num_hidden_layers, n = c->num_labels;
     long F = w2v_config_frames(c, T);
     if (B < 1) return set_error(err, errlen, "empty batch");
+    if (in->whole && (in->first < 0 || in->first + B > in->whole || !in->whole_lengths))
+        return set_error(err, errlen, "examples [%d, %d) are not part of a batch of %d", in->first, in->first + B, in->whole);
     if (F < 1)
         return set_error(err, errlen, "input of %d samples is too short: the model needs at least %ld", T,
                          w2v_config_min_samples(c));
@@ -487,10 +513,18 @@ float w2v_model_forward(w2v_model *m, const w2v_input *in, const w2v_run *run, f
                              (long long)in->lengths[b], w2v_config_min_samples(c));
     ensure_acts(m, B, T, (int)F);
     acts *a = batch_acts(m);
+    /* the precision of this pass's products and its backward's (autocast's
+     * context).  The bf16 copy of the weights is made at each training
+     * forward and otherwise kept until w2v_model_params() hands out a
+     * writable pointer (the optimizer, a load) or an init changes them. */
+    m->mode.bf16 = run->bf16 && gemm_bf16_requested();
+    if (m->mode.bf16 && !m->mode.weights) m->mode.weights = gemm_weights_new(m->block, m->nfloats);
+    if (run->training) gemm_weights_changed(m->mode.weights);
     m->training = run->training;
     m->key = w2v_hash(run->seed, run->step);
     for (int s = 0; s < m->nshards; s++) {
         block_run *r = &m->shards[s].run;
+        r->first = (in->whole ? in->first : 0) + r->b0;
         r->valid = use_mask ? m->valid + r->b0 : NULL;
         r->key = m->key;
         r->p_hidden = run->training ? (float)c->hidden_dropout : 0;
@@ -506,7 +540,7 @@ float w2v_model_forward(w2v_model *m, const w2v_input *in, const w2v_run *run, f
 
     /* what every shard shares: the random draws of the batch, the
      * positional conv weight */
-    spec_augment_draw(m, use_mask ? m->valid : NULL);
+    spec_augment_draw(m, in, use_mask);
     w2v_rng r; /* LayerDrop draws for every layer, as HF does */
     w2v_rng_seed(&r, site_key(m->key, SITE_ENC, 1));
     for (int i = 0; i < L; i++) {
@@ -564,6 +598,7 @@ static void shard_backward(w2v_model *m, shard *sh)
     grads *d = &sh->d;
     int L = c->num_hidden_layers;
     long nh = (long)r->B * r->F * c->hidden_size;
+    gemm_mode outer = gemm_mode_set(m->mode);
 
     head_backward(r, &p->head, &g->head, &a->head, &d->head, a->reported);
     if (c->do_stable_layer_norm)
@@ -580,6 +615,7 @@ static void shard_backward(w2v_model *m, shard *sh)
     featproj_backward(r, &p->fp, &g->fp, &a->fp, &d->fp, a->conv.act[c->num_conv_layers - 1], d->enc_in,
                       m->frozen ? NULL : d->features);
     if (!m->frozen) conv_backward(r, &p->conv, &g->conv, &a->conv, &d->conv, a->input, d->features);
+    gemm_mode_set(outer);
 }
 
 void w2v_model_backward(w2v_model *m, float scale)

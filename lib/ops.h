@@ -21,9 +21,54 @@
 #endif
 
 /* ---- gemm.c: C = alpha op(A) op(B) + beta C, row-major (cblas_sgemm's
- * arguments, transposes as 0/1), split over the library's threads ---- */
+ * arguments, transposes as 0/1), split over the library's threads ----
+ *
+ * The precision of the products, in the manner of torch.autocast: each
+ * thread has a mode, read by every gemm() it calls.  fp32 (the default) is
+ * OpenBLAS's sgemm, bit for bit what it was before bf16 existed.  bf16
+ * rounds both operands to bf16 and accumulates in fp32 (oneDNN, in
+ * gemm_dnnl.c); everything else (norms, softmax, GELU, the loss, the
+ * optimizer) stays fp32, and the fp32 weights stay the master copy.
+ *
+ * Who sets it: the model's passes, in each thread that runs a shard
+ * (model.c's shard_forward and shard_backward: w2v_run.bf16 of the forward,
+ * kept for its backward, as autocast's casts are), restoring the thread's
+ * previous mode after.  A parallel loop inside a pass that calls gemm()
+ * hands its caller's mode to its threads (attention.c); gemm() hands it to
+ * the pieces it cuts a product into.  Being per thread, the mode of one
+ * pass never leaks into another running elsewhere. */
+typedef struct gemm_weights gemm_weights;
+typedef struct {
+    int bf16;              /* products in bf16 */
+    gemm_weights *weights; /* NULL, or the parameter block: operands in it are converted once per change */
+} gemm_mode;
+/* Sets the calling thread's mode; returns the one it replaces. */
+gemm_mode gemm_mode_set(gemm_mode m);
+gemm_mode gemm_mode_get(void);
 void gemm(int ta, int tb, int M, int N, int K, float alpha, const float *A, int lda, const float *B, int ldb,
           float beta, float *C, int ldc);
+
+/* ---- gemm_dnnl.c: the bf16 products (every oneDNN call is there) ---- */
+/* Whether bf16 products can run: the CPU has avx512_bf16 (oneDNN's ISA
+ * query, which DNNL_MAX_CPU_ISA=AVX512_CORE lowers, for tests). */
+int gemm_bf16_available(void);
+/* The same for a pass that asks for bf16: where the CPU cannot, says so
+ * once (w2v_note) and returns 0: the products run in fp32. */
+int gemm_bf16_requested(void);
+/* gemm() in bf16: operands rounded to bf16 (those inside w's block from its
+ * kept copy), fp32 accumulation.  0, or -1 when oneDNN could not make the
+ * product (C untouched; gemm() then runs it in fp32). */
+int gemm_bf16(int ta, int tb, int M, int N, int K, float alpha, const float *A, int lda, const float *B, int ldb,
+              float beta, float *C, int ldc, gemm_weights *w);
+/* A bf16 copy of a parameter block block[0, n) for gemm_bf16's operands:
+ * each operand converted on first use and kept until gemm_weights_changed()
+ * (never called while a pass runs). */
+gemm_weights *gemm_weights_new(const float *block, long n);
+void gemm_weights_changed(gemm_weights *w);
+void gemm_weights_free(gemm_weights *w);
+/* Rounds to the nearest bf16 (ties to even; NaN stays NaN): the upper half
+ * of the float's bits. */
+void float_to_bf16(uint16_t *dst, const float *src, long n);
 
 /* ---- linear.c: out[N,O] = in[N,I] W[O,I]^T + b[O] ---- */
 /* acc[c] += sum over rows of x[n, c], for x [N, C]: bias gradients. */

@@ -7,6 +7,7 @@
 #include <stdarg.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 #include <sys/stat.h>
 
 /* ---- dtypes and tensors ---- */
@@ -315,12 +316,15 @@ static int read_map(w2v_reader *r)
             r->buf_cap = r->buf_cap * 2 > r->buf_len + 65536 ? r->buf_cap * 2 : r->buf_len + 65536;
             r->buf = xrealloc(r->buf, r->buf_cap);
         }
-        size_t got = fread(r->buf + r->buf_len, 1, r->buf_cap - r->buf_len, r->fp);
-        r->buf_len += got;
-        if (got == 0) {
-            if (ferror(r->fp)) return reader_error(r, "read failed: %s", strerror(errno));
-            r->eof = 1;
-        }
+        /* what is there, not a full buffer: a record from a slow producer
+         * is taken as it arrives (fread would wait for 64 KiB more), and a
+         * signal that interrupts the wait ends it (EINTR) */
+        int fd = fileno(r->fp);
+        ssize_t got = fd >= 0 ? read(fd, r->buf + r->buf_len, r->buf_cap - r->buf_len)
+                              : (ssize_t)fread(r->buf + r->buf_len, 1, r->buf_cap - r->buf_len, r->fp);
+        if (got < 0 || (fd < 0 && got == 0 && ferror(r->fp))) return reader_error(r, "read failed: %s", strerror(errno));
+        r->buf_len += (size_t)got;
+        if (got == 0) r->eof = 1;
     }
 }
 
@@ -415,7 +419,8 @@ int w2v_reader_next(w2v_reader *r)
 int w2v_reader_seek(w2v_reader *r, int64_t offset, long index)
 {
     if (!r->seekable) return reader_error(r, "cannot seek: not a regular file");
-    if (fseeko(r->fp, (off_t)offset, SEEK_SET) != 0) return reader_error(r, "seek failed: %s", strerror(errno));
+    /* the descriptor's offset: the reader reads the descriptor, past stdio */
+    if (lseek(fileno(r->fp), (off_t)offset, SEEK_SET) < 0) return reader_error(r, "seek failed: %s", strerror(errno));
     r->buf_pos = r->buf_len = 0;
     r->buf_offset = offset;
     r->eof = 0;

@@ -3,6 +3,7 @@
  * resume bit for bit, and the final model. */
 #include "w2v/trainer.h"
 #include "w2v/classify.h"
+#include "w2v/dist.h"
 #include "w2v/cli.h"
 #include "w2v/fs.h"
 #include "internal.h"
@@ -38,6 +39,8 @@ struct w2v_trainer {
     long micro;            /* batches accumulated towards the next step */
     long window_clips;
     double t_window;
+    double window_allreduce; /* seconds summing gradients over MPI since the last row */
+    long logged_step;
     char *saved;           /* the last checkpoint written */
 };
 
@@ -51,9 +54,13 @@ void w2v_train_defaults(w2v_train_opts *o)
     o->logging_steps = 10;
 }
 
+/* Over MPI every rank trains the same model; rank 0 alone writes files and
+ * reports. */
+static int writer(void) { return w2v_dist_rank() == 0; }
+
 static void emit(w2v_trainer *t, w2v_train_event ev)
 {
-    if (t->fn) t->fn(t->ctx, &ev);
+    if (t->fn && writer()) t->fn(t->ctx, &ev);
 }
 
 static double epoch_of(const w2v_trainer *t)
@@ -72,6 +79,7 @@ static char *checkpoint_path(const w2v_trainer *t, long step)
 
 static int write_json(const char *dir, const char *name, const json_t *o, char *err, size_t errlen)
 {
+    if (!writer()) return 0;
     char *path = w2v_path_join(dir, name);
     /* insertion order: the log history reads back as it was written */
     char *text = json_dumps(o, JSON_INDENT(2) | JSON_PRESERVE_ORDER | JSON_REAL_PRECISION(17));
@@ -84,6 +92,7 @@ static int write_json(const char *dir, const char *name, const json_t *o, char *
 /* metrics.jsonl: the log history, a row a line. */
 static int write_metrics(const w2v_trainer *t, char *err, size_t errlen)
 {
+    if (!writer()) return 0;
     size_t len = 0, i;
     char *text = NULL;
     FILE *fp = open_memstream(&text, &len);
@@ -169,7 +178,7 @@ int w2v_trainer_save(w2v_trainer *t, const char **path, char *err, size_t errlen
     free(t->saved);
     t->saved = dir;
     if (path) *path = dir;
-    if (w2v_exists(dir)) return 0;
+    if (!writer() || w2v_exists(dir)) return 0;
     char *tmp = w2v_path_join(t->outdir, ".checkpoint.tmp"), *optp = w2v_path_join(tmp, "optimizer.safetensors");
     json_t *st = state_json(t);
     int ret = w2v_remove_tree(tmp, err, errlen);
@@ -179,6 +188,7 @@ int w2v_trainer_save(w2v_trainer *t, const char **path, char *err, size_t errlen
     if (ret == 0) ret = write_json(tmp, "trainer_state.json", st, err, errlen);
     /* a checkpoint appears complete or not at all */
     if (ret == 0) ret = w2v_replace_dir(tmp, dir, err, errlen);
+    if (ret < 0) w2v_remove_tree(tmp, NULL, 0);
     json_decref(st);
     free(optp);
     free(tmp);
@@ -227,7 +237,8 @@ static w2v_reader *open_eval(const w2v_trainer *t, int **map, char *err, size_t 
     return NULL;
 }
 
-/* Loss and accuracy over the eval stream, each batch as it is. */
+/* Loss and accuracy over the eval stream, each batch as it is; over MPI
+ * each rank takes every size-th batch and the sums are added up. */
 static int evaluate(w2v_trainer *t, char *err, size_t errlen)
 {
     int *map;
@@ -238,8 +249,9 @@ static int evaluate(w2v_trainer *t, char *err, size_t errlen)
     int64_t *labels = NULL;
     char why[768];
     int ret = 0, got;
-    while ((got = w2v_reader_next(r)) > 0) {
+    for (long i = 0; (got = w2v_reader_next(r)) > 0; i++) {
         w2v_batch b;
+        if (i % w2v_dist_size() != w2v_dist_rank()) continue;
         if (w2v_reader_batch(r, &b) < 0) {
             got = -1;
             break;
@@ -257,6 +269,9 @@ static int evaluate(w2v_trainer *t, char *err, size_t errlen)
     free(labels);
     free(map);
     if (ret < 0) return -1;
+    double total[3] = {sums.loss, (double)sums.correct, (double)sums.examples};
+    w2v_dist_sum_doubles(total, 3);
+    sums.loss = total[0], sums.correct = (long)total[1], sums.examples = (long)total[2];
     double loss = sums.examples ? sums.loss / (double)sums.examples : 0,
            acc = sums.examples ? (double)sums.correct / (double)sums.examples : 0;
     json_array_append_new(t->s.log, json_pack("{s:I, s:f, s:f, s:f, s:I}", "step", (json_int_t)t->s.step, "epoch",
@@ -309,6 +324,7 @@ w2v_trainer *w2v_trainer_new(w2v_model *m, const w2v_header *h, const w2v_train_
     if (s->total_steps <= 0) set_error(err, errlen, "the stream header does not give batches_per_epoch: pass --max-steps");
     else if (t->eval && !(r = open_eval(t, &map, err, errlen))) ;
     else if (w2v_mkdirs(t->outdir, err, errlen) == 0) {
+        if (writer()) w2v_remove_strays(t->outdir); /* an earlier run's, killed mid-write */
         w2v_reader_close(r);
         free(map);
         return t;
@@ -372,7 +388,7 @@ int w2v_trainer_resume(w2v_trainer *t, const char *ckpt, char *err, size_t errle
     if (ret == 0) {
         train_state *s = &t->s;
         json_t *best = json_object_get(st, "best_metric"), *bestc = json_object_get(st, "best_model_checkpoint");
-        s->step = (long)step;
+        s->step = t->logged_step = (long)step;
         s->batches = (long)batches;
         s->window_loss = wl;
         s->window_batches = (long)wb;
@@ -394,23 +410,54 @@ int w2v_trainer_resume(w2v_trainer *t, const char *ckpt, char *err, size_t errle
     return ret;
 }
 
+/* Over MPI, the gradients summed over the ranks: one allreduce for each
+ * run of parameters that have gradients (the parameter block in HF's
+ * order; a frozen conv encoder is left out). */
+static void sum_gradients(w2v_trainer *t)
+{
+    if (w2v_dist_size() == 1) return;
+    double t0 = w2v_now();
+    float *g = w2v_model_grads(t->m, NULL);
+    long start = -1, end = 0;
+    for (int i = 0; i <= w2v_model_num_params(t->m); i++) {
+        const w2v_param *p = w2v_model_param(t->m, i);
+        if (p && w2v_model_param_has_grad(t->m, i)) {
+            if (start < 0) start = p->offset;
+            end = p->offset + p->size;
+        } else if (start >= 0) {
+            w2v_dist_sum_floats(g + start, end - start);
+            start = -1;
+        }
+    }
+    t->window_allreduce += w2v_now() - t0;
+}
+
 /* The optimizer step that ends an accumulation, and what follows it. */
 static int step(w2v_trainer *t, int epoch_end, char *err, size_t errlen)
 {
     train_state *s = &t->s;
     double lr;
+    sum_gradients(t);
     float grad_norm = w2v_optim_step(t->opt, t->m, &lr);
     s->step++;
     if (s->step % t->o.logging_steps == 0 || s->step == s->total_steps || epoch_end) {
         double now = w2v_now(), clips_per_s = (double)t->window_clips / (now - t->t_window > 0 ? now - t->t_window : 1e-9);
         double loss = s->window_loss / (double)s->window_batches;
-        json_array_append_new(s->log, json_pack("{s:I, s:f, s:f, s:f, s:f, s:f}", "step", (json_int_t)s->step, "epoch",
-                                                epoch_of(t), "loss", loss, "learning_rate", lr, "grad_norm",
-                                                (double)grad_norm, "clips_per_s", clips_per_s));
+        json_t *row = json_pack("{s:I, s:f, s:f, s:f, s:f, s:f}", "step", (json_int_t)s->step, "epoch", epoch_of(t),
+                                "loss", loss, "learning_rate", lr, "grad_norm", (double)grad_norm, "clips_per_s",
+                                clips_per_s);
+        /* over MPI: the mean time of a step's allreduce, and the ranks */
+        if (w2v_dist_size() > 1) {
+            long steps = s->step - t->logged_step;
+            json_object_set_new(row, "allreduce_s", json_real(t->window_allreduce / (double)(steps > 0 ? steps : 1)));
+            json_object_set_new(row, "ranks", json_integer(w2v_dist_size()));
+        }
+        json_array_append_new(s->log, row);
         if (write_metrics(t, err, errlen) < 0) return -1;
         emit(t, (w2v_train_event){.kind = W2V_TRAIN_LOGGED, .step = s->step, .epoch = epoch_of(t), .loss = loss,
                                   .lr = lr, .grad_norm = grad_norm, .clips_per_s = clips_per_s});
         s->window_loss = 0, s->window_batches = t->window_clips = 0, t->t_window = now;
+        t->window_allreduce = 0, t->logged_step = s->step;
     }
     if (epoch_end && t->eval && evaluate(t, err, errlen) < 0) return -1;
     if ((t->o.save_steps && s->step % t->o.save_steps == 0) || (!t->o.save_steps && epoch_end))
@@ -421,21 +468,34 @@ static int step(w2v_trainer *t, int epoch_end, char *err, size_t errlen)
 int w2v_trainer_batch(w2v_trainer *t, const w2v_batch *b, float *loss, char *err, size_t errlen)
 {
     train_state *s = &t->s;
-    w2v_input in = {b->batch, b->time, b->input_values, b->lengths, b->labels};
+    /* this rank's part of the batch (all of it without MPI), and the
+     * labelled examples there and in the whole batch, whose mean the loss is */
+    int B = b->batch, R = w2v_dist_rank(), N = w2v_dist_size();
+    int first = (int)((long)B * R / N), n = (int)((long)B * (R + 1) / N) - first;
+    long labelled = 0, mine = 0;
+    for (int i = 0; i < B; i++) {
+        labelled += b->labels[i] >= 0;
+        mine += b->labels[i] >= 0 && i >= first && i < first + n;
+    }
+    w2v_input in = {.B = n, .T = b->time, .x = b->input_values + (long)first * b->time, .lengths = b->lengths + first,
+                    .labels = b->labels + first, .first = first, .whole = N > 1 ? B : 0, .whole_lengths = b->lengths};
     w2v_run run = {1, (uint64_t)t->o.seed, (uint64_t)s->batches, -1};
     char why[512];
     if (t->micro == 0) w2v_model_zero_grad(t->m);
-    float l = w2v_model_forward(t->m, &in, &run, NULL, why, sizeof why);
+    float l = n > 0 ? w2v_model_forward(t->m, &in, &run, NULL, why, sizeof why) : 0;
     if (l < 0) return set_error(err, errlen, "batch %ld: %s", s->batches, why);
-    if (!isfinite(l))
+    /* the whole batch's loss, which every rank then agrees on */
+    double sum = labelled ? (double)l * (double)mine / (double)labelled : 0;
+    w2v_dist_sum_doubles(&sum, 1);
+    if (!isfinite(sum))
         return set_error(err, errlen,
                          "the loss is %f at step %ld (batch %ld): training stopped; the last good checkpoint is kept in %s",
-                         l, s->step, s->batches, t->outdir);
-    if (loss) *loss = l;
-    w2v_model_backward(t->m, 1.0f / (float)t->o.grad_accum);
+                         sum, s->step, s->batches, t->outdir);
+    if (loss) *loss = (float)sum;
+    if (n > 0 && labelled) w2v_model_backward(t->m, (float)mine / (float)labelled / (float)t->o.grad_accum);
     s->batches++;
     t->micro++;
-    s->window_loss += l;
+    s->window_loss += sum;
     s->window_batches++;
     t->window_clips += b->batch;
     int epoch_end = s->batches_per_epoch && s->batches % s->batches_per_epoch == 0;

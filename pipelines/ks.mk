@@ -20,6 +20,10 @@ WEIGHT_DECAY    ?= 0
 SEED            ?= 42
 BATCH_OPTS      ?= --shuffle --crop random
 TRAIN_OPTS      ?=
+# Training on several processes or machines: e.g. MPIRUN="mpirun -np 4
+# --hostfile hosts" with THREADS per rank (the stream still comes from one
+# pipe: rank 0 reads it).
+MPIRUN          ?=
 TITLE           ?= $(notdir $(OUT))
 
 .PHONY: all
@@ -49,7 +53,7 @@ $(OUT)/run/model.safetensors: $(OUT)/train.examples $(OUT)/validation.batches $(
 	rm -rf $(@D)
 	ks-batch --quiet -b $(BATCH_SIZE) $(BATCH_OPTS) --max-length $(MAX_LENGTH) --epochs $(EPOCHS) --seed $(SEED) \
 	    $(OUT)/train.examples | \
-	  w2v-train -m $(OUT)/init -o $(@D) --threads $(THREADS) --seed $(SEED) \
+	  $(MPIRUN) w2v-train -m $(OUT)/init -o $(@D) --threads $(THREADS) --seed $(SEED) \
 	    --learning-rate $(LEARNING_RATE) --warmup-ratio $(WARMUP_RATIO) --weight-decay $(WEIGHT_DECAY) \
 	    --gradient-accumulation-steps $(GRAD_ACCUM) --eval $(OUT)/validation.batches $(TRAIN_OPTS)
 

@@ -45,6 +45,13 @@ void w2v_classifier_free(w2v_classifier *c);
  * model takes no attention mask.  An example shorter than the model's
  * shortest input is an error naming its key.  0, or -1 with err set. */
 int w2v_classifier_add(w2v_classifier *c, const w2v_clip *clip, char *err, size_t errlen);
+/* Mixed precision for the classifier's forward passes (w2v_run.bf16): the
+ * matrix products take bf16 inputs and accumulate in fp32, about twice as
+ * fast where the CPU has avx512_bf16; logits move by about 1% of their
+ * scale, so a label can change where two labels are nearly tied.  Returns
+ * whether the products will run in bf16: 0 when off, or where the CPU
+ * cannot (a note says so once; the passes then run in fp32). */
+int w2v_classifier_set_bf16(w2v_classifier *c, int on);
 /* Classifies what is queued. */
 int w2v_classifier_flush(w2v_classifier *c, char *err, size_t errlen);
 /* Classifies a padded batch as it is (after the queue): x [B, T] row-major,

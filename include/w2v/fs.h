@@ -41,6 +41,11 @@ int w2v_remove_tree(const char *path, char *err, size_t errlen);
  * err naming the first stranger. */
 int w2v_check_ours(const char *dir, char *err, size_t errlen);
 
+/* Removes what interrupted writes of dead processes left in dir: NAME.tmp.PID
+ * and NAME.old.PID (files or directories) whose PID no longer runs.
+ * Returns how many were removed. */
+int w2v_remove_strays(const char *dir);
+
 /* 1 when path exists (as anything, a dangling link included). */
 int w2v_exists(const char *path);
 

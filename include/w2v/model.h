@@ -69,6 +69,13 @@ typedef struct {
     const float *x;          /* [B, T] normalised audio */
     const int64_t *lengths;  /* [B] samples; used when the attention mask is (see below) */
     const int64_t *labels;   /* [B] or NULL; -1 = none */
+    /* Part of a larger batch (data parallelism over processes): these B
+     * examples are [first, first + B) of a batch of `whole` examples with
+     * lengths whole_lengths[whole].  Every random draw depends on an
+     * example's place in the whole batch, so the parts of a batch give what
+     * the batch gives.  whole = 0: the input is the whole batch. */
+    int first, whole;
+    const int64_t *whole_lengths;
 } w2v_input;
 
 typedef struct {
@@ -76,6 +83,18 @@ typedef struct {
     uint64_t seed;   /* with step, keys every random draw */
     uint64_t step;
     int attention_mask; /* 1: pass the mask; 0: do not; -1: as preprocessor_config.json says */
+    /* Mixed precision as torch.autocast("cpu", dtype=torch.bfloat16): 1 =
+     * the matrix products (Linear layers, attention, convolutions) of this
+     * forward and of its backward take bf16 inputs and accumulate in fp32;
+     * norms, softmax, GELU, the loss and the optimizer stay fp32, and the
+     * fp32 weights stay the master copy.  The bf16 copy of the weights
+     * that enter products is made at each training forward; inference
+     * forwards keep it until w2v_model_params() is called (it hands out a
+     * writable pointer), a load or an init: after writing through a pointer
+     * kept from earlier, call w2v_model_params() again before an inference
+     * pass.  On a CPU without avx512_bf16 a note says so once and the pass
+     * runs in fp32.  0 = fp32. */
+    int bf16;
 } w2v_run;
 
 /* Forward pass; logits [B, num_labels] are copied to logits when not NULL.

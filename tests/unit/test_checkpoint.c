@@ -254,7 +254,7 @@ static void test_hostile_files(void)
     float x[2 * 800];
     int64_t lengths[2] = {800, 800}, labels[2] = {0, 1};
     for (int i = 0; i < 2 * 800; i++) x[i] = sinf(0.05f * (float)i);
-    w2v_input in = {2, 800, x, lengths, labels};
+    w2v_input in = {.B = 2, .T = 800, .x = x, .lengths = lengths, .labels = labels};
     w2v_run run = {1, 1, 0, 0};
     float loss = w2v_model_forward(m, &in, &run, NULL, err, sizeof err);
     w2v_model_backward(m, 1.0f);

@@ -13,7 +13,7 @@ enum { T = 16000 };
 static const float *envelopes(w2v_model *m, const float *x, int B, int64_t shape[3])
 {
     char err[256];
-    w2v_input in = {B, T, x, NULL, NULL};
+    w2v_input in = {.B = B, .T = T, .x = x};
     w2v_run run = {0, 0, 0, 0};
     CHECK(w2v_model_forward(m, &in, &run, NULL, err, sizeof err) >= 0, "forward: %s", err);
     return w2v_model_activation(m, "conv_layer.1", shape);

@@ -53,7 +53,7 @@ static void check_case(const char *cname)
     int has_mask = w2v_st_find(in, "attention_mask") >= 0;
     CHECK(has_mask == w2v_model_config(m)->return_attention_mask,
           "%s: the case passes a mask iff its preprocessor returns one", cname);
-    w2v_input input = {3, (int)(nx / 3), x, lengths, labels};
+    w2v_input input = {.B = 3, .T = (int)(nx / 3), .x = x, .lengths = lengths, .labels = labels};
     w2v_run run = {1, 0, 0, -1};
     float logits[3 * 12];
     float loss = w2v_model_forward(m, &input, &run, logits, err, sizeof err);

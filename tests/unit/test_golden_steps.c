@@ -43,7 +43,7 @@ static void check_case(const char *cname)
     o.warmup_steps = 1;
     o.total_steps = 10;
     w2v_optim *opt = w2v_optim_new(m, &o);
-    w2v_input input = {3, (int)(nx / 3), x, lengths, labels};
+    w2v_input input = {.B = 3, .T = (int)(nx / 3), .x = x, .lengths = lengths, .labels = labels};
     for (int k = 1; k <= 3; k++) {
         char name[160];
         w2v_run run = {1, 0, (uint64_t)k, -1};

@@ -510,7 +510,7 @@ static void test_model(int stable, int weighted)
     int64_t lengths[4] = {1400, 1100, 900, 1250}, lab[4] = {0, 2, 1, -1};
     for (int b = 0; b < B; b++)
         for (int t = (int)lengths[b]; t < T; t++) x[(long)b * T + t] = 0;
-    model_ctx c = {m, {B, T, x, lengths, lab}, {1, 11, 0, 1}, zeros((long)B * nl), zeros((long)B * nl)};
+    model_ctx c = {m, {.B = B, .T = T, .x = x, .lengths = lengths, .labels = lab}, {1, 11, 0, 1}, zeros((long)B * nl), zeros((long)B * nl)};
     char name[64];
     snprintf(name, sizeof name, "model(stable=%d, weighted=%d)", stable, weighted);
     gc_stats s = {name, 0, 0};
@@ -583,7 +583,7 @@ static void test_shards(int stable)
     int B = 5, T = 1400, n = cfg.num_labels, threads = w2v_threads();
     float *x = randn((long)B * T, 1);
     int64_t lengths[5] = {1400, 1100, 900, 1400, 1000}, lab[5] = {0, 2, 1, 1, 0};
-    model_ctx c = {m, {B, T, x, lengths, lab}, {1, 11, 0, 1}, zeros((long)B * n), NULL};
+    model_ctx c = {m, {.B = B, .T = T, .x = x, .lengths = lengths, .labels = lab}, {1, 11, 0, 1}, zeros((long)B * n), NULL};
     long np;
     float *g = w2v_model_grads(m, &np), *g1 = malloc((size_t)np * sizeof *g1), l1[15], lg[15];
     double loss1 = 0;

@@ -38,7 +38,7 @@ int main(void)
     for (int k = 0; k < 3; k++) {
         for (int i = 0; i < B * T; i++) x[i] = sinf(0.01f * (float)(i % T) * (float)(i / T + 2 + k)) + 0.1f * cosf(0.37f * (float)i);
         int64_t lengths[2] = {T, T - 300}, labels[2] = {k % 3, 2};
-        w2v_input in = {B, T, x, lengths, labels};
+        w2v_input in = {.B = B, .T = T, .x = x, .lengths = lengths, .labels = labels};
         w2v_run run = {0, 1, (uint64_t)k, 0};
         w2v_model_zero_grad(m);
         w2v_model_forward(m, &in, &run, NULL, err, sizeof err);
