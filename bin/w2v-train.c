@@ -45,6 +45,8 @@ static const char usage[] =
     "  --gradient-accumulation-steps N batches per optimizer step [1]\n"
     "  --max-steps N                   optimizer steps (default: from the stream header)\n"
     "  --freeze-feature-encoder        do not train the conv feature encoder\n"
+    "  --bf16                          matrix products in bf16 with fp32 accumulation (autocast's);\n"
+    "                                  weights, optimizer and checkpoints stay fp32\n"
     "  --seed N                        dropout, LayerDrop and SpecAugment draws [42]\n"
     "  --logging-steps N               log every N steps to metrics.jsonl [10]\n"
     "  --save-steps N                  checkpoint every N steps (default: at each epoch end)\n"
@@ -59,7 +61,7 @@ static const char usage[] =
 
 enum {
     OPT_LR = 1, OPT_WD, OPT_B1, OPT_B2, OPT_EPS, OPT_SCHED, OPT_WARMUP, OPT_WARMUP_RATIO, OPT_CLIP, OPT_GA,
-    OPT_MAX_STEPS, OPT_FREEZE, OPT_SEED, OPT_LOG, OPT_SAVE, OPT_LIMIT, OPT_EVAL, OPT_BEST, OPT_RESUME, OPT_OVERWRITE
+    OPT_MAX_STEPS, OPT_FREEZE, OPT_SEED, OPT_LOG, OPT_SAVE, OPT_LIMIT, OPT_EVAL, OPT_BEST, OPT_RESUME, OPT_OVERWRITE, OPT_BF16
 };
 
 typedef struct {
@@ -149,6 +151,7 @@ static void parse_args(int argc, char **argv, args *a)
         {"load-best-model-at-end", no_argument, 0, OPT_BEST},
         {"resume", required_argument, 0, OPT_RESUME},
         {"overwrite-output-dir", no_argument, 0, OPT_OVERWRITE},
+        {"bf16", no_argument, 0, OPT_BF16},
         {"threads", required_argument, 0, W2V_OPT_THREADS},
         {"quiet", no_argument, 0, W2V_OPT_QUIET},
         {"progress", no_argument, 0, W2V_OPT_PROGRESS},
@@ -187,6 +190,7 @@ static void parse_args(int argc, char **argv, args *a)
         case OPT_BEST: a->t.load_best = 1; break;
         case OPT_RESUME: a->resume = optarg; break;
         case OPT_OVERWRITE: a->overwrite = 1; break;
+        case OPT_BF16: a->t.bf16 = 1; break;
         }
     }
     if (!a->t.outdir) w2v_usage_error("no output directory (-o OUTDIR)");

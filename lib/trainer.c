@@ -479,7 +479,8 @@ int w2v_trainer_batch(w2v_trainer *t, const w2v_batch *b, float *loss, char *err
     }
     w2v_input in = {.B = n, .T = b->time, .x = b->input_values + (long)first * b->time, .lengths = b->lengths + first,
                     .labels = b->labels + first, .first = first, .whole = N > 1 ? B : 0, .whole_lengths = b->lengths};
-    w2v_run run = {1, (uint64_t)t->o.seed, (uint64_t)s->batches, -1};
+    w2v_run run = {.training = 1, .seed = (uint64_t)t->o.seed, .step = (uint64_t)s->batches, .attention_mask = -1,
+                   .bf16 = t->o.bf16};
     char why[512];
     if (t->micro == 0) w2v_model_zero_grad(t->m);
     float l = n > 0 ? w2v_model_forward(t->m, &in, &run, NULL, why, sizeof why) : 0;

@@ -25,6 +25,7 @@ typedef struct {
     long save_total_limit;      /* 0: keep all */
     const char *eval;           /* a batches stream evaluated at epoch ends, or NULL */
     int load_best;              /* the final model is the checkpoint of best eval accuracy */
+    int bf16;                   /* products in bf16, accumulated in fp32 (w2v_run.bf16) */
 } w2v_train_opts;
 
 /* Trainer's defaults, with w2v-train's learning rate of 3e-5. */

@@ -179,6 +179,23 @@ sys.stdout.buffer.write(b"".join(msgpack.packb(m) for m in maps[:6]))' "$DATA/tr
     [ ! -e run/checkpoint-4 ] && [ ! -e run/.checkpoint.tmp ]
 }
 
+@test "--bf16 trains as fp32 does, to bf16's rounding; checkpoints stay fp32" {
+    mini_model m0 --labels-from "$DATA/train.ex"
+    opts=(--quiet -m m0 --learning-rate 2e-3 --max-steps 40 --logging-steps 40 --threads 2)
+    w2v-train "${opts[@]}" -o f32 "$DATA/train.b"
+    w2v-train "${opts[@]}" -o b16 --bf16 "$DATA/train.b"
+    run "$PY" -c '
+import json, struct
+a, b = (json.loads(open(d + "/metrics.jsonl").readline()) for d in ("f32", "b16"))
+print(a["loss"], b["loss"])
+assert abs(a["loss"] - b["loss"]) < 0.01 * a["loss"], (a, b)
+raw = open("b16/model.safetensors", "rb").read(); n = struct.unpack("<Q", raw[:8])[0]
+h = json.loads(raw[8:8 + n]); h.pop("__metadata__", None)
+assert {v["dtype"] for v in h.values()} == {"F32"}
+'
+    assert_success
+}
+
 @test "gradient accumulation: 4 micro-batches of 2 make the step one batch of the same 8 makes" {
     # no random draws, so that micro-batches and the batch see the same
     # model; an epsilon of 1 makes the first AdamW step proportional to the
