@@ -4,6 +4,8 @@
 #ifndef W2V_FUZZ_H
 #define W2V_FUZZ_H
 
+#include "w2v/safetensors.h"
+
 #include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
@@ -119,5 +121,19 @@ __attribute__((unused)) static int fuzz_known(const char *id)
 
 /* An error message must be a terminated, non-empty string of the buffer. */
 #define FUZZ_CHECK_ERR(err) FUZZ_ASSERT((err)[0] && memchr((err), 0, sizeof(err)), "empty or unterminated error")
+
+/* A tensor read from a file (safetensors or torch): its name, dimensions and
+ * element count agree with each other. */
+__attribute__((unused)) static void fuzz_check_shape(const w2v_st_tensor *t, int i)
+{
+    FUZZ_ASSERT(t && t->name, "tensor %d", i);
+    FUZZ_ASSERT(t->ndim >= 0 && t->ndim <= W2V_ST_MAX_DIMS, "ndim %d", t->ndim);
+    size_t count = 1;
+    for (int d = 0; d < t->ndim; d++) {
+        FUZZ_ASSERT(t->shape[d] >= 0, "negative dimension");
+        count *= (size_t)t->shape[d];
+    }
+    FUZZ_ASSERT(count == t->count, "count %zu, shape product %zu", t->count, count);
+}
 
 #endif

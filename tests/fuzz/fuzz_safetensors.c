@@ -2,8 +2,8 @@
  * header, every tensor's range, lookups by name, metadata, and the
  * conversions to f32 / i64 a model load does; then the writer
  * (w2v_st_write), whose copy of a valid file must read back the same. */
-#include "fuzz.h"
 #include "w2v/safetensors.h"
+#include "fuzz.h"
 
 #define MAX_CONVERT (1u << 22)
 
@@ -17,14 +17,7 @@ static void check_tensors(const w2v_safetensors *st, size_t size)
     FUZZ_ASSERT(n >= 0, "count %d", n);
     for (int i = 0; i < n; i++) {
         const w2v_st_tensor *t = w2v_st_tensor_at(st, i);
-        FUZZ_ASSERT(t && t->name, "tensor %d", i);
-        FUZZ_ASSERT(t->ndim >= 0 && t->ndim <= W2V_ST_MAX_DIMS, "ndim %d", t->ndim);
-        size_t count = 1;
-        for (int d = 0; d < t->ndim; d++) {
-            FUZZ_ASSERT(t->shape[d] >= 0, "negative dimension");
-            count *= (size_t)t->shape[d];
-        }
-        FUZZ_ASSERT(count == t->count, "count %zu, shape product %zu", t->count, count);
+        fuzz_check_shape(t, i);
         FUZZ_ASSERT(t->count <= size / w2v_st_dtype_size(t->dtype) + 1, "%zu elements in %zu bytes", t->count, size);
         int j = w2v_st_find(st, t->name);
         FUZZ_ASSERT(j >= 0 && !strcmp(w2v_st_tensor_at(st, j)->name, t->name), "find '%s'", t->name);

@@ -4,8 +4,8 @@
 #ifndef W2V_FUZZ_TORCH_CHECK_H
 #define W2V_FUZZ_TORCH_CHECK_H
 
-#include "fuzz.h"
 #include "w2v/safetensors.h"
+#include "fuzz.h"
 #include "w2v/torchfile.h"
 
 #define MAX_CONVERT (1u << 22)
@@ -24,14 +24,7 @@ static void torch_check(const char *path)
     FUZZ_ASSERT(n >= 1, "count %d", n);
     for (int i = 0; i < n; i++) {
         const w2v_st_tensor *t = w2v_torch_tensor_at(tf, i);
-        FUZZ_ASSERT(t && t->name, "tensor %d", i);
-        FUZZ_ASSERT(t->ndim >= 0 && t->ndim <= W2V_ST_MAX_DIMS, "ndim %d", t->ndim);
-        size_t count = 1;
-        for (int d = 0; d < t->ndim; d++) {
-            FUZZ_ASSERT(t->shape[d] >= 0, "negative dimension");
-            count *= (size_t)t->shape[d];
-        }
-        FUZZ_ASSERT(count == t->count, "count %zu, shape product %zu", t->count, count);
+        fuzz_check_shape(t, i);
         if (t->count && t->count <= MAX_CONVERT) {
             volatile const unsigned char *p = t->data;
             (void)p[0];
