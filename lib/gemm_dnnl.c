@@ -3,14 +3,16 @@
  * gemm() (gemm.c) comes here when the calling thread's mode is bf16: both
  * operands are rounded to bf16 (to nearest even, as torch's casts do) and
  * oneDNN's matmul multiplies them, accumulating in fp32 into the fp32 C;
- * here that is brgemm or its jit gemm with avx512_bf16's dot products, about
- * twice OpenBLAS's sgemm.  No GEMM kernel is written here.
+ * here that is brgemm or its jit gemm with avx512_bf16's dot products, 2-4x
+ * OpenBLAS's sgemm on 2048^3 (w2v-bench --mode sgemm [--bf16]).  No GEMM
+ * kernel is written here.
  *
  * Operands.  An operand that lies in the model's parameter block (the
  * gemm_weights the mode names: Linear weights) is read from a bf16 copy of
- * that block, converted on first use and kept until gemm_weights_changed();
- * any other (activations, gradients, the conv weights that conv.c reorders
- * per call) is converted into this thread's buffers on every call.
+ * that block, converted on first use and kept until gemm_weights_changed()
+ * (conv.c declares its reordered weight the weights of its call the same
+ * way); any other (activations, gradients) is converted into this thread's
+ * buffers on every call.
  *
  * Threads, as gemm.c does it for sgemm: a product large enough is cut into
  * one block of rows (or columns) per thread, each a single-threaded oneDNN
@@ -31,7 +33,6 @@
 #include "w2v/threads.h"
 
 #include <dnnl.h>
-#include <immintrin.h>
 #include <omp.h>
 #include <pthread.h>
 #include <stdlib.h>
@@ -64,6 +65,8 @@ W2V_HOT void float_to_bf16(uint16_t *dst, const float *src, long n)
  * that read them treat them anyway.  Measured here: 7x float_to_bf16's
  * speed in L2, 2x in L3.  Only called where the CPU has avx512_bf16, which
  * every bf16 product needs. */
+#if defined(__x86_64__)
+#include <immintrin.h>
 __attribute__((target("avx512f,avx512bw,avx512bf16"))) static void to_bf16(uint16_t *dst, const float *src, long n)
 {
     long i = 0;
@@ -73,6 +76,9 @@ __attribute__((target("avx512f,avx512bw,avx512bf16"))) static void to_bf16(uint1
     }
     if (i < n) float_to_bf16(dst + i, src + i, n - i);
 }
+#else
+#define to_bf16 float_to_bf16
+#endif
 
 /* rows of cols floats, ld apart, into rows of cols bf16 */
 static void convert_rows(uint16_t *dst, const float *src, int rows, int cols, long ld)

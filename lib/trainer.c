@@ -246,6 +246,7 @@ static int evaluate(w2v_trainer *t, char *err, size_t errlen)
     if (!r) return -1;
     eval_sums sums = {w2v_model_config(t->m), 0, 0, 0};
     w2v_classifier *cls = w2v_classifier_new(t->m, 1, count_result, &sums);
+    w2v_classifier_set_bf16(cls, t->o.bf16);
     int64_t *labels = NULL;
     char why[768];
     int ret = 0, got;
