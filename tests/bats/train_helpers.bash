@@ -30,3 +30,15 @@ make_corpus() {
             ks-batch --quiet -b 8 valid.ex > valid.b
     )
 }
+
+# The training suites' setup: the programs on PATH and the corpus, once per
+# suite (setup_file); each test in its own scratch directory (setup).
+train_setup_file() {
+    export PATH="${W2V_BIN:-$BATS_TEST_DIRNAME/../../build/bin}:$PATH"
+    make_corpus
+}
+train_setup() {
+    T="$BATS_TEST_TMPDIR"
+    cd "$T" || return 1
+    DATA="$BATS_FILE_TMPDIR/data"
+}

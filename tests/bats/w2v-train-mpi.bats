@@ -7,15 +7,12 @@ load helpers
 load train_helpers
 
 setup_file() {
-    export PATH="${W2V_BIN:-$BATS_TEST_DIRNAME/../../build/bin}:$PATH"
     load train_helpers
-    make_corpus
+    train_setup_file
 }
 
 setup() {
-    T="$BATS_TEST_TMPDIR"
-    cd "$T" || return 1
-    DATA="$BATS_FILE_TMPDIR/data"
+    train_setup || return 1
     # CI runs as root; two cores take three ranks
     export OMPI_ALLOW_RUN_AS_ROOT=1 OMPI_ALLOW_RUN_AS_ROOT_CONFIRM=1 OMPI_MCA_rmaps_base_oversubscribe=1
     command -v mpirun > /dev/null || fail "mpirun is missing (make deps installs openmpi-bin)"

@@ -5,15 +5,12 @@ load helpers
 load train_helpers
 
 setup_file() {
-    export PATH="${W2V_BIN:-$BATS_TEST_DIRNAME/../../build/bin}:$PATH"
     load train_helpers
-    make_corpus
+    train_setup_file
 }
 
 setup() {
-    T="$BATS_TEST_TMPDIR"
-    cd "$T" || return 1
-    DATA="$BATS_FILE_TMPDIR/data"
+    train_setup || return 1
 }
 
 @test "a run writes checkpoints each epoch, metrics, and the final model; the loss falls" {
