@@ -11,23 +11,23 @@ void layer_declare(param_walk *w, layer_params *p, const w2v_config *c, int i)
 {
     int H = c->hidden_size, I = c->intermediate_size;
     double std = c->initializer_range;
-    const char *pre = "wav2vec2.encoder.layers";
-    param_add(w, &p->k_w, INIT_NORMAL, std, 1, 0, 2, H, H, 0, "%s.%d.attention.k_proj.weight", pre, i);
-    param_add(w, &p->k_b, INIT_ZERO, 0, 0, 0, 1, H, 0, 0, "%s.%d.attention.k_proj.bias", pre, i);
-    param_add(w, &p->v_w, INIT_NORMAL, std, 1, 0, 2, H, H, 0, "%s.%d.attention.v_proj.weight", pre, i);
-    param_add(w, &p->v_b, INIT_ZERO, 0, 0, 0, 1, H, 0, 0, "%s.%d.attention.v_proj.bias", pre, i);
-    param_add(w, &p->q_w, INIT_NORMAL, std, 1, 0, 2, H, H, 0, "%s.%d.attention.q_proj.weight", pre, i);
-    param_add(w, &p->q_b, INIT_ZERO, 0, 0, 0, 1, H, 0, 0, "%s.%d.attention.q_proj.bias", pre, i);
-    param_add(w, &p->o_w, INIT_NORMAL, std, 1, 0, 2, H, H, 0, "%s.%d.attention.out_proj.weight", pre, i);
-    param_add(w, &p->o_b, INIT_ZERO, 0, 0, 0, 1, H, 0, 0, "%s.%d.attention.out_proj.bias", pre, i);
-    param_add(w, &p->ln1_w, INIT_ONE, 0, 0, 0, 1, H, 0, 0, "%s.%d.layer_norm.weight", pre, i);
-    param_add(w, &p->ln1_b, INIT_ZERO, 0, 0, 0, 1, H, 0, 0, "%s.%d.layer_norm.bias", pre, i);
-    param_add(w, &p->ff1_w, INIT_NORMAL, std, 1, 0, 2, I, H, 0, "%s.%d.feed_forward.intermediate_dense.weight", pre, i);
-    param_add(w, &p->ff1_b, INIT_ZERO, 0, 0, 0, 1, I, 0, 0, "%s.%d.feed_forward.intermediate_dense.bias", pre, i);
-    param_add(w, &p->ff2_w, INIT_NORMAL, std, 1, 0, 2, H, I, 0, "%s.%d.feed_forward.output_dense.weight", pre, i);
-    param_add(w, &p->ff2_b, INIT_ZERO, 0, 0, 0, 1, H, 0, 0, "%s.%d.feed_forward.output_dense.bias", pre, i);
-    param_add(w, &p->ln2_w, INIT_ONE, 0, 0, 0, 1, H, 0, 0, "%s.%d.final_layer_norm.weight", pre, i);
-    param_add(w, &p->ln2_b, INIT_ZERO, 0, 0, 0, 1, H, 0, 0, "%s.%d.final_layer_norm.bias", pre, i);
+    const char *pre = w2v_config_prefix(c);
+    param_add(w, &p->k_w, INIT_NORMAL, std, 1, 0, 2, H, H, 0, "%s.encoder.layers.%d.attention.k_proj.weight", pre, i);
+    param_add(w, &p->k_b, INIT_ZERO, 0, 0, 0, 1, H, 0, 0, "%s.encoder.layers.%d.attention.k_proj.bias", pre, i);
+    param_add(w, &p->v_w, INIT_NORMAL, std, 1, 0, 2, H, H, 0, "%s.encoder.layers.%d.attention.v_proj.weight", pre, i);
+    param_add(w, &p->v_b, INIT_ZERO, 0, 0, 0, 1, H, 0, 0, "%s.encoder.layers.%d.attention.v_proj.bias", pre, i);
+    param_add(w, &p->q_w, INIT_NORMAL, std, 1, 0, 2, H, H, 0, "%s.encoder.layers.%d.attention.q_proj.weight", pre, i);
+    param_add(w, &p->q_b, INIT_ZERO, 0, 0, 0, 1, H, 0, 0, "%s.encoder.layers.%d.attention.q_proj.bias", pre, i);
+    param_add(w, &p->o_w, INIT_NORMAL, std, 1, 0, 2, H, H, 0, "%s.encoder.layers.%d.attention.out_proj.weight", pre, i);
+    param_add(w, &p->o_b, INIT_ZERO, 0, 0, 0, 1, H, 0, 0, "%s.encoder.layers.%d.attention.out_proj.bias", pre, i);
+    param_add(w, &p->ln1_w, INIT_ONE, 0, 0, 0, 1, H, 0, 0, "%s.encoder.layers.%d.layer_norm.weight", pre, i);
+    param_add(w, &p->ln1_b, INIT_ZERO, 0, 0, 0, 1, H, 0, 0, "%s.encoder.layers.%d.layer_norm.bias", pre, i);
+    param_add(w, &p->ff1_w, INIT_NORMAL, std, 1, 0, 2, I, H, 0, "%s.encoder.layers.%d.feed_forward.intermediate_dense.weight", pre, i);
+    param_add(w, &p->ff1_b, INIT_ZERO, 0, 0, 0, 1, I, 0, 0, "%s.encoder.layers.%d.feed_forward.intermediate_dense.bias", pre, i);
+    param_add(w, &p->ff2_w, INIT_NORMAL, std, 1, 0, 2, H, I, 0, "%s.encoder.layers.%d.feed_forward.output_dense.weight", pre, i);
+    param_add(w, &p->ff2_b, INIT_ZERO, 0, 0, 0, 1, H, 0, 0, "%s.encoder.layers.%d.feed_forward.output_dense.bias", pre, i);
+    param_add(w, &p->ln2_w, INIT_ONE, 0, 0, 0, 1, H, 0, 0, "%s.encoder.layers.%d.final_layer_norm.weight", pre, i);
+    param_add(w, &p->ln2_b, INIT_ZERO, 0, 0, 0, 1, H, 0, 0, "%s.encoder.layers.%d.final_layer_norm.bias", pre, i);
 }
 
 void layer_layout(const block_run *r, arena *ar, layer_acts *a, arena *gr, layer_grads *d)

@@ -7,7 +7,12 @@
  *
  * Shapes, channels last: B batch (a shard's examples), T samples, F frames,
  * C conv channels (Cl: conv layer l's; C the last's), H hidden,
- * I intermediate, P projection, N labels.
+ * I intermediate, P projection, N labels; nh heads, K taps.
+ *
+ * The families (w2v_family) are options of these blocks, chosen by the
+ * config: the feature projection's LayerNorm (HuBERT), the positional
+ * embedding's form (data2vec-audio), the attention's relative position
+ * bias (WavLM); parameter names take the family's prefix.
  *
  * A forward reads its input and writes its own activations.  A backward
  * accumulates into its parameter gradients, as the ops do, and SETS the
@@ -149,12 +154,12 @@ int conv_init_filterbank(const w2v_config *c, const conv_params *p, double fmin,
 
 typedef struct {
     float *masked_spec_embed;  /* [H] what SpecAugment's time spans read; absent without SpecAugment */
-    float *ln_w, *ln_b;        /* [C] */
+    float *ln_w, *ln_b;        /* [C]; absent without feat_proj_layer_norm */
     float *w, *b;              /* [H, C], [H] */
 } featproj_params;
 
 typedef struct {
-    float *ln, *mean, *rstd;   /* [B, F, C], [B, F], [B, F] */
+    float *ln, *mean, *rstd;   /* [B, F, C], [B, F], [B, F]; NULL without feat_proj_layer_norm */
     float *out;                /* [B, F, H] the projection's */
     float *enc_in;             /* [B, F, H] after dropout, SpecAugment and padding: the encoder's input */
     const uint8_t *time_mask;  /* [B, F] SpecAugment's spans, drawn for the batch (1 = masked) */
@@ -162,7 +167,7 @@ typedef struct {
 } featproj_acts;
 
 typedef struct {
-    float *out, *ln; /* d out, d ln */
+    float *out, *ln; /* d out, d ln (NULL without the LayerNorm) */
     span all;
 } featproj_grads;
 
@@ -178,25 +183,40 @@ void featproj_backward(const block_run *r, const featproj_params *p, featproj_pa
 
 /* ---- block_posconv.c: the positional conv embedding, [B, F, H] ->
  * hidden[0] [B, F, H], and the encoder's LayerNorm: post-LN at the
- * layers' input, with the encoder's dropout; pre-LN after the last ---- */
+ * layers' input, with the encoder's dropout; pre-LN after the last.
+ * The embedding is nl conv layers of K taps (w2v_config_pos_layers,
+ * _pos_kernel), each followed by GELU: one weight-normed conv, or
+ * data2vec-audio's stack of plain convs, each with a LayerNorm without
+ * weight and bias before its GELU ---- */
+
+#define MAXP W2V_MAX_POS_LAYERS
 
 typedef struct {
-    float *b, *g, *v;   /* conv.bias [H], weight_g [1, 1, K], weight_v [H, H/G, K] */
+    float *b[MAXP];     /* conv.bias [H] of each layer */
+    float *v[MAXP];     /* [H, H/G, K]: weight_v of the weight-normed conv, or data2vec-audio's conv.weight */
+    float *g;           /* weight_g [1, 1, K]; absent in data2vec-audio */
     float *ln_w, *ln_b; /* the encoder's layer_norm [H] */
 } posconv_params;
 
 typedef struct {
-    float *w;           /* [H, H/G, K] the weight-normed conv weight: one for the batch */
-    float *pre, *emb;   /* [B, F, H] the conv's; after GELU */
-    float *sum;         /* [B, F, H] input + emb */
+    float *w;           /* [H, H/G, K] the weight-normed conv weight: one for the batch; NULL in data2vec-audio */
+    float *unit;        /* [2H] ones, then zeros: data2vec-audio's LayerNorms' weight and bias, one for the batch */
+    float *pre[MAXP];   /* [B, F, H] conv l's output */
+    float *norm[MAXP], *norm_mean[MAXP], *norm_rstd[MAXP]; /* data2vec-audio: its LayerNorm's [B, F, H], [B, F],
+                                                            * [B, F]; otherwise pre[l], NULL, NULL */
+    float *emb[MAXP];   /* [B, F, H] after GELU, layer l's output: emb[nl - 1] is the embedding */
+    float *sum;         /* [B, F, H] input + embedding */
     float *mean, *rstd; /* [B, F] the encoder's LayerNorm, at the input (post-LN) or the output (pre-LN) */
     float *final;       /* [B, F, H] pre-LN: the last hidden state after the LayerNorm */
 } posconv_acts;
 
 typedef struct {
     float *norm;        /* post-LN: d of the LayerNorm's output */
-    float *sum, *pre;   /* d sum, d pre */
-    float *w;           /* [H, H/G, K] d w */
+    float *sum;         /* d sum */
+    float *emb;         /* data2vec-audio: d emb[l - 1], the input of layer l */
+    float *act;         /* data2vec-audio: d norm[l], GELU's input */
+    float *pre;         /* d pre[l] */
+    float *w;           /* [H, H/G, K] d w; NULL in data2vec-audio */
     span all;
 } posconv_grads;
 
@@ -205,7 +225,8 @@ void posconv_declare(param_walk *w, posconv_params *p, const w2v_config *c);
 void posconv_init_weight_g(const w2v_config *c, const posconv_params *p);
 void posconv_layout(const block_run *r, arena *ar, posconv_acts *a, arena *gr, posconv_grads *d);
 long posconv_scratch(const block_run *r);
-/* The conv weight from weight_g and weight_v, once per batch. */
+/* What every shard reads, once per batch: the conv weight from weight_g and
+ * weight_v, or the unit LayerNorm parameters. */
 void posconv_weight(const w2v_config *c, const posconv_params *p, posconv_acts *a);
 void posconv_forward(const block_run *r, const posconv_params *p, posconv_acts *a, const float *x, float *out);
 /* dout = d out; dx = d x. */

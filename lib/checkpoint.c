@@ -27,16 +27,18 @@ static void notef(w2v_note_fn note, const char *fmt, ...)
 static int starts(const char *s, const char *prefix) { return !strncmp(s, prefix, strlen(prefix)); }
 
 /* The name our parameter table uses for a checkpoint's tensor name (to be
- * freed): the wav2vec2. prefix added for a bare Wav2Vec2Model, torch >=
- * 2.1's parametrization names mapped back to weight_g / weight_v. */
-static char *canonical_name(const char *name)
+ * freed): the family's prefix (wav2vec2., hubert., ...) added for a bare
+ * encoder (Wav2Vec2Model, HubertModel, ...), torch >= 2.1's
+ * parametrization names mapped back to weight_g / weight_v. */
+static char *canonical_name(const w2v_config *c, const char *name)
 {
-    int head = starts(name, "wav2vec2.") || starts(name, "projector.") || starts(name, "classifier.") ||
-               !strcmp(name, "layer_weights");
-    const char *prefix = head ? "" : "wav2vec2.";
-    size_t len = strlen(prefix) + strlen(name) + 1;
+    const char *fam = w2v_config_prefix(c);
+    size_t flen = strlen(fam);
+    int head = (!strncmp(name, fam, flen) && name[flen] == '.') || starts(name, "projector.") ||
+               starts(name, "classifier.") || !strcmp(name, "layer_weights");
+    size_t len = (head ? 0 : flen + 1) + strlen(name) + 1;
     char *out = xmalloc(len);
-    snprintf(out, len, "%s%s", prefix, name);
+    snprintf(out, len, "%s%s%s", head ? "" : fam, head ? "" : ".", name);
     char *p = strstr(out, "parametrizations.weight.original");
     if (p && (p[32] == '0' || p[32] == '1') && !p[33]) snprintf(p, len - (size_t)(p - out), "weight_%c", p[32] == '0' ? 'g' : 'v');
     return out;
@@ -54,13 +56,15 @@ static const char *shape_text(char out[SHAPE_CHARS], const int64_t *shape, int n
     return out;
 }
 
-/* Tensors used only by pretraining (or by other heads). */
-static int other_task(const char *name)
+/* Tensors used only by pretraining (or by other heads), as canonical_name
+ * names them: under the family's prefix. */
+static int other_task(const w2v_config *c, const char *name)
 {
-    static const char *const prefixes[] = {"wav2vec2.quantizer.", "quantizer.", "project_q.", "project_hid.",
-                                           "lm_head.", "wav2vec2.project_q.", "wav2vec2.project_hid."};
-    for (size_t i = 0; i < sizeof prefixes / sizeof *prefixes; i++)
-        if (starts(name, prefixes[i])) return 1;
+    static const char *const parts[] = {"quantizer.", "project_q.", "project_hid.", "lm_head."};
+    size_t flen = strlen(w2v_config_prefix(c));
+    if (strncmp(name, w2v_config_prefix(c), flen) || name[flen] != '.') return 0;
+    for (size_t i = 0; i < sizeof parts / sizeof *parts; i++)
+        if (starts(name + flen + 1, parts[i])) return 1;
     return 0;
 }
 
@@ -74,9 +78,9 @@ static int load_file(w2v_model *m, const char *path, unsigned char *loaded, int 
     float *block = w2v_model_params(m, NULL);
     for (int i = 0; i < w2v_st_count(st); i++) {
         const w2v_st_tensor *t = w2v_st_tensor_at(st, i);
-        char *name = canonical_name(t->name);
+        char *name = canonical_name(w2v_model_config(m), t->name);
         const w2v_param *p = w2v_model_find_param(m, name);
-        if (!p && !other_task(t->name) && !other_task(name))
+        if (!p && !other_task(w2v_model_config(m), name))
             notef(note, "%s: tensor '%s' is not part of the model: skipped", path, t->name);
         free(name);
         if (!p) {
@@ -156,7 +160,8 @@ int w2v_model_load_weights(w2v_model *m, const char *path, w2v_note_fn note, cha
             const w2v_param *p = w2v_model_param(m, i);
             if (loaded[i]) continue;
             int is_head = starts(p->name, "projector.") || starts(p->name, "classifier.");
-            if (!is_head && strcmp(p->name, "layer_weights") && strcmp(p->name, "wav2vec2.masked_spec_embed")) {
+            const char *own = strchr(p->name, '.'); /* after the family's prefix */
+            if (!is_head && strcmp(p->name, "layer_weights") && !(own && !strcmp(own, ".masked_spec_embed"))) {
                 ret = set_error(err, errlen, "%s: missing tensor '%s'", path, p->name);
                 break;
             }

@@ -1,4 +1,5 @@
-/* Wav2Vec2 configuration: config.json and preprocessor_config.json. */
+/* The configuration of a Wav2Vec2-family model: config.json and
+ * preprocessor_config.json. */
 #include "w2v/config.h"
 #include "internal.h"
 #include "w2v/fs.h"
@@ -32,6 +33,74 @@ static const char defaults_json[] =
     "\"tdnn_dilation\":[1,2,3,1,1],\"tdnn_dim\":[512,512,512,512,1500],\"tdnn_kernel\":[5,3,3,1,1],"
     "\"torch_dtype\":\"float32\",\"transformers_version\":\"4.44.2\",\"use_weighted_layer_sum\":false,"
     "\"vocab_size\":32,\"xvector_output_dim\":512}";
+
+/* The other config classes of 4.44.2 against Wav2Vec2Config: the keys they
+ * lack, and their own keys and defaults, as save_pretrained writes them. */
+static const struct family {
+    const char *model_type, *prefix, *architecture;
+    const char *drop;  /* keys of defaults_json the class lacks, space-separated */
+    const char *extra; /* its own keys and defaults */
+} families[] = {
+    [W2V_WAV2VEC2] = {"wav2vec2", "wav2vec2", "Wav2Vec2ForSequenceClassification", "", "{}"},
+    [W2V_HUBERT] = {"hubert", "hubert", "HubertForSequenceClassification",
+                    "adapter_attn_dim adapter_kernel_size adapter_stride add_adapter codevector_dim "
+                    "contrastive_logits_temperature diversity_loss_weight num_adapter_layers num_codevector_groups "
+                    "num_codevectors_per_group num_negatives output_hidden_size proj_codevector_dim tdnn_dilation "
+                    "tdnn_dim tdnn_kernel xvector_output_dim",
+                    "{\"feat_proj_layer_norm\":true}"},
+    [W2V_DATA2VEC_AUDIO] = {"data2vec-audio", "data2vec_audio", "Data2VecAudioForSequenceClassification",
+                            "adapter_attn_dim codevector_dim contrastive_logits_temperature diversity_loss_weight "
+                            "do_stable_layer_norm feat_extract_norm feat_quantizer_dropout num_codevector_groups "
+                            "num_codevectors_per_group num_negatives proj_codevector_dim",
+                            "{\"conv_pos_kernel_size\":19,\"num_conv_pos_embeddings\":5}"},
+    [W2V_WAVLM] = {"wavlm", "wavlm", "WavLMForSequenceClassification", "adapter_attn_dim mask_feature_min_masks",
+                   "{\"ctc_loss_reduction\":\"mean\",\"max_bucket_distance\":800,\"num_buckets\":320,"
+                   "\"num_ctc_classes\":80}"},
+};
+#define NFAMILIES (int)(sizeof families / sizeof *families)
+
+const char *w2v_config_model_type(const w2v_config *c) { return families[c->family].model_type; }
+const char *w2v_config_prefix(const w2v_config *c) { return families[c->family].prefix; }
+const char *w2v_config_architecture(const w2v_config *c) { return families[c->family].architecture; }
+int w2v_config_pos_layers(const w2v_config *c)
+{
+    return c->family == W2V_DATA2VEC_AUDIO ? c->num_conv_pos_embeddings : 1;
+}
+int w2v_config_pos_kernel(const w2v_config *c)
+{
+    return c->family == W2V_DATA2VEC_AUDIO ? c->conv_pos_kernel_size : c->num_conv_pos_embeddings;
+}
+
+/* The family of a config.json's model_type (absent: wav2vec2), or -1. */
+static int family_of(json_t *cfg)
+{
+    json_t *mt = json_object_get(cfg, "model_type");
+    if (!mt) return W2V_WAV2VEC2;
+    for (int f = 0; f < NFAMILIES; f++)
+        if (json_is_string(mt) && !strcmp(json_string_value(mt), families[f].model_type)) return f;
+    return -1;
+}
+
+/* What save_pretrained writes for the family's config class with its
+ * defaults: a config.json lacking a key means this value. */
+static json_t *family_defaults(int f)
+{
+    json_t *d = json_loads(defaults_json, 0, NULL);
+    const char *k = families[f].drop;
+    while (*k) {
+        size_t n = strcspn(k, " ");
+        char key[64];
+        snprintf(key, sizeof key, "%.*s", (int)n, k);
+        json_object_del(d, key);
+        k += n + (k[n] == ' ');
+    }
+    json_t *extra = json_loads(families[f].extra, 0, NULL);
+    json_object_update(d, extra);
+    json_decref(extra);
+    json_object_set_new(d, "model_type", json_string(families[f].model_type));
+    json_object_set_new(d, "architectures", json_pack("[s]", families[f].architecture));
+    return d;
+}
 
 /* facebook/wav2vec2-base as transformers 4.44.2 saves it for sequence
  * classification: the hub values over the class defaults, legacy keys kept. */
@@ -221,10 +290,20 @@ static int parse_objects(w2v_config *c, json_t *cfg, json_t *pre, char *err, siz
 {
     ctx x = {err, errlen, 0};
     memset(c, 0, sizeof *c);
-    json_t *mt = json_object_get(cfg, "model_type");
-    if (mt && json_is_string(mt) && strcmp(json_string_value(mt), "wav2vec2")) {
-        set_error(err, errlen, "config.json: model_type is \"%s\": w2vtools runs \"wav2vec2\" models",
-                  json_string_value(mt));
+    int f = family_of(cfg);
+    if (f < 0) {
+        json_t *mt = json_object_get(cfg, "model_type");
+        set_error(err, errlen,
+                  "config.json: model_type is %s%s%s: w2vtools runs \"wav2vec2\", \"hubert\", \"data2vec-audio\" and "
+                  "\"wavlm\" models", json_is_string(mt) ? "\"" : "", json_is_string(mt) ? json_string_value(mt) : "not a string",
+                  json_is_string(mt) ? "\"" : "");
+        json_decref(cfg);
+        json_decref(pre);
+        return -1;
+    }
+    c->family = (w2v_family)f;
+    if (c->family == W2V_WAVLM) {
+        set_error(err, errlen, "config.json: model_type is \"wavlm\": WavLM's relative position bias is not supported yet");
         json_decref(cfg);
         json_decref(pre);
         return -1;
@@ -239,18 +318,31 @@ static int parse_objects(w2v_config *c, json_t *cfg, json_t *pre, char *err, siz
     get_ints(&x, cfg, "conv_kernel", c->conv_kernel, c->num_conv_layers);
     get_ints(&x, cfg, "conv_stride", c->conv_stride, c->num_conv_layers);
     c->conv_bias = get_bool(&x, cfg, "conv_bias");
-    need_string(&x, cfg, "feat_extract_norm", "group", "layer");
-    const char *norm = json_string_value(json_object_get(cfg, "feat_extract_norm"));
-    c->feat_extract_norm_layer = norm && !strcmp(norm, "layer");
+    /* data2vec-audio's class has neither key: a LayerNorm conv encoder, post-LN */
+    if (c->family == W2V_DATA2VEC_AUDIO) {
+        c->feat_extract_norm_layer = 1;
+        c->do_stable_layer_norm = 0;
+    } else {
+        need_string(&x, cfg, "feat_extract_norm", "group", "layer");
+        const char *norm = json_string_value(json_object_get(cfg, "feat_extract_norm"));
+        c->feat_extract_norm_layer = norm && !strcmp(norm, "layer");
+        c->do_stable_layer_norm = get_bool(&x, cfg, "do_stable_layer_norm");
+    }
+    c->feat_proj_layer_norm = c->family == W2V_HUBERT ? get_bool(&x, cfg, "feat_proj_layer_norm") : 1;
+    if (c->family == W2V_DATA2VEC_AUDIO) c->conv_pos_kernel_size = get_int(&x, cfg, "conv_pos_kernel_size", 1, 1 << 12);
+    if (c->family == W2V_WAVLM) {
+        c->num_buckets = get_int(&x, cfg, "num_buckets", 2, 1 << 16);
+        c->max_bucket_distance = get_int(&x, cfg, "max_bucket_distance", 1, 1 << 24);
+    }
     need_string(&x, cfg, "feat_extract_activation", "gelu", NULL);
     need_string(&x, cfg, "hidden_act", "gelu", NULL);
     c->hidden_size = get_int(&x, cfg, "hidden_size", 1, 1 << 16);
     c->num_hidden_layers = get_int(&x, cfg, "num_hidden_layers", 0, W2V_MAX_HIDDEN_LAYERS);
     c->num_attention_heads = get_int(&x, cfg, "num_attention_heads", 1, 1024);
     c->intermediate_size = get_int(&x, cfg, "intermediate_size", 1, 1 << 20);
-    c->num_conv_pos_embeddings = get_int(&x, cfg, "num_conv_pos_embeddings", 1, 1 << 12);
+    c->num_conv_pos_embeddings = get_int(&x, cfg, "num_conv_pos_embeddings", 1,
+                                         c->family == W2V_DATA2VEC_AUDIO ? W2V_MAX_POS_LAYERS : 1 << 12);
     c->num_conv_pos_embedding_groups = get_int(&x, cfg, "num_conv_pos_embedding_groups", 1, 1 << 12);
-    c->do_stable_layer_norm = get_bool(&x, cfg, "do_stable_layer_norm");
     c->layer_norm_eps = get_num(&x, cfg, "layer_norm_eps", 0, 1);
     c->use_weighted_layer_sum = get_bool(&x, cfg, "use_weighted_layer_sum");
     c->classifier_proj_size = get_int(&x, cfg, "classifier_proj_size", 1, 1 << 16);
@@ -265,7 +357,8 @@ static int parse_objects(w2v_config *c, json_t *cfg, json_t *pre, char *err, siz
     c->mask_time_min_masks = get_int(&x, cfg, "mask_time_min_masks", 0, 1 << 20);
     c->mask_feature_prob = get_num(&x, cfg, "mask_feature_prob", 0, 1);
     c->mask_feature_length = get_int(&x, cfg, "mask_feature_length", 1, 1 << 20);
-    c->mask_feature_min_masks = get_int(&x, cfg, "mask_feature_min_masks", 0, 1 << 20);
+    /* WavLM's class has no such key: _compute_mask_indices' default, 0 */
+    if (c->family != W2V_WAVLM) c->mask_feature_min_masks = get_int(&x, cfg, "mask_feature_min_masks", 0, 1 << 20);
     c->initializer_range = get_num(&x, cfg, "initializer_range", 0, 10);
     if (json_is_true(json_object_get(cfg, "add_adapter")) && !x.failed) {
         set_error(err, errlen, "config.json: \"add_adapter\" is true: adapters are not supported");
@@ -300,10 +393,9 @@ static int parse_objects(w2v_config *c, json_t *cfg, json_t *pre, char *err, siz
     return 0;
 }
 
-/* HF fills what a config.json lacks from the class defaults. */
-static json_t *with_defaults(json_t *o, const char *defaults)
+/* HF fills what a config.json lacks from its class's defaults (d). */
+static json_t *with_defaults(json_t *o, json_t *d)
 {
-    json_t *d = json_loads(defaults, 0, NULL);
     json_object_update(d, o);
     json_decref(o);
     return d;
@@ -325,7 +417,10 @@ int w2v_config_parse(w2v_config *c, const char *config_json, const char *preproc
             return set_error(err, errlen, "preprocessor_config.json: not a JSON object: %s (line %d)", je.text, je.line);
         }
     } else pre = json_object();
-    return parse_objects(c, with_defaults(cfg, defaults_json), with_defaults(pre, preprocessor_defaults), err, errlen);
+    int f = family_of(cfg);
+    json_t *pre_all = with_defaults(pre, json_loads(preprocessor_defaults, 0, NULL));
+    /* an unknown model_type is refused by parse_objects */
+    return parse_objects(c, f < 0 ? cfg : with_defaults(cfg, family_defaults(f)), pre_all, err, errlen);
 }
 
 static char *read_text(const char *path, char *err, size_t errlen)
@@ -371,13 +466,41 @@ int w2v_config_load(w2v_config *c, const char *dir, char *err, size_t errlen)
     return ret;
 }
 
+/* The other families' base shapes: each hub model's architecture over its
+ * config class's defaults, for sequence classification. */
+static const char preset_hubert_base[] = "{\"_name_or_path\":\"facebook/hubert-base-ls960\"}";
+/* ntu-spml/distilhubert: two layers distilled from HuBERT base, whose
+ * feature projection has no LayerNorm */
+static const char preset_distilhubert[] =
+    "{\"_name_or_path\":\"ntu-spml/distilhubert\",\"feat_proj_layer_norm\":false,\"num_hidden_layers\":2}";
+static const char preset_wavlm_base[] = "{\"_name_or_path\":\"microsoft/wavlm-base\"}";
+/* facebook/data2vec-audio-base: conv biases, as fairseq's data2vec */
+static const char preset_data2vec_audio_base[] =
+    "{\"_name_or_path\":\"facebook/data2vec-audio-base\",\"conv_bias\":true}";
+
+static const struct {
+    const char *name;
+    w2v_family family;
+    const char *overrides;
+} presets[] = {
+    {"base", W2V_WAV2VEC2, preset_base},
+    {"small", W2V_WAV2VEC2, preset_small},
+    {"tiny", W2V_WAV2VEC2, preset_tiny},
+    {"hubert-base", W2V_HUBERT, preset_hubert_base},
+    {"distilhubert", W2V_HUBERT, preset_distilhubert},
+    {"wavlm-base", W2V_WAVLM, preset_wavlm_base},
+    {"data2vec-audio-base", W2V_DATA2VEC_AUDIO, preset_data2vec_audio_base},
+};
+
 int w2v_config_preset(w2v_config *c, const char *name, char *err, size_t errlen)
 {
-    const char *overrides = !strcmp(name, "base") ? preset_base : !strcmp(name, "small") ? preset_small
-                          : !strcmp(name, "tiny") ? preset_tiny : NULL;
-    if (!overrides) return set_error(err, errlen, "unknown preset '%s' (base, small, tiny)", name);
-    json_t *o = json_loads(overrides, 0, NULL);
-    json_t *cfg = with_defaults(o, defaults_json);
+    size_t i = 0, n = sizeof presets / sizeof *presets;
+    while (i < n && strcmp(name, presets[i].name)) i++;
+    if (i == n)
+        return set_error(err, errlen,
+                         "unknown preset '%s' (base, small, tiny, hubert-base, distilhubert, wavlm-base, "
+                         "data2vec-audio-base)", name);
+    json_t *cfg = with_defaults(json_loads(presets[i].overrides, 0, NULL), family_defaults(presets[i].family));
     int ret = parse_objects(c, cfg, json_loads(preprocessor_defaults, 0, NULL), err, errlen);
     if (ret == 0) {
         /* an id2label is always written */
@@ -398,6 +521,12 @@ int w2v_config_update(w2v_config *c, const char *json_object, char *err, size_t 
     if (json_object_get(v, "id2label") || json_object_get(v, "label2id")) {
         json_decref(v);
         return set_error(err, errlen, "labels are set with --labels, not in the config");
+    }
+    /* another family has other keys: it comes from its own config or preset */
+    json_t *mt = json_object_get(v, "model_type");
+    if (mt && !json_equal(mt, json_object_get(c->json, "model_type"))) {
+        json_decref(v);
+        return set_error(err, errlen, "model_type is set by the config or the preset, not changed");
     }
     json_t *cfg = to_json(c);
     json_object_update(cfg, v);
@@ -451,46 +580,58 @@ void w2v_config_set_labels(w2v_config *c, int n, char *const *labels)
     for (int i = 0; i < n; i++) c->labels[i] = xstrdup(labels[i]);
 }
 
+/* Sets a key the struct holds where the family's config class has it (c->json
+ * holds every key of the class: its defaults fill what a file lacks). */
+static void put(json_t *o, const char *key, json_t *v)
+{
+    if (json_object_get(o, key)) json_object_set_new(o, key, v);
+    else json_decref(v);
+}
+
 /* The struct is the authority for what changes the math: written back over
  * the JSON, which keeps every other key as it came. */
 static json_t *to_json(const w2v_config *c)
 {
     json_t *o = json_deep_copy(c->json), *a;
+    put(o, "feat_proj_layer_norm", json_boolean(c->feat_proj_layer_norm));
+    put(o, "conv_pos_kernel_size", json_integer(c->conv_pos_kernel_size));
+    put(o, "num_buckets", json_integer(c->num_buckets));
+    put(o, "max_bucket_distance", json_integer(c->max_bucket_distance));
     a = json_array();
     for (int i = 0; i < c->num_conv_layers; i++) json_array_append_new(a, json_integer(c->conv_dim[i]));
-    json_object_set_new(o, "conv_dim", a);
+    put(o, "conv_dim", a);
     a = json_array();
     for (int i = 0; i < c->num_conv_layers; i++) json_array_append_new(a, json_integer(c->conv_kernel[i]));
-    json_object_set_new(o, "conv_kernel", a);
+    put(o, "conv_kernel", a);
     a = json_array();
     for (int i = 0; i < c->num_conv_layers; i++) json_array_append_new(a, json_integer(c->conv_stride[i]));
-    json_object_set_new(o, "conv_stride", a);
-    json_object_set_new(o, "num_feat_extract_layers", json_integer(c->num_conv_layers));
-    json_object_set_new(o, "conv_bias", json_boolean(c->conv_bias));
-    json_object_set_new(o, "feat_extract_norm", json_string(c->feat_extract_norm_layer ? "layer" : "group"));
-    json_object_set_new(o, "hidden_size", json_integer(c->hidden_size));
-    json_object_set_new(o, "num_hidden_layers", json_integer(c->num_hidden_layers));
-    json_object_set_new(o, "num_attention_heads", json_integer(c->num_attention_heads));
-    json_object_set_new(o, "intermediate_size", json_integer(c->intermediate_size));
-    json_object_set_new(o, "num_conv_pos_embeddings", json_integer(c->num_conv_pos_embeddings));
-    json_object_set_new(o, "num_conv_pos_embedding_groups", json_integer(c->num_conv_pos_embedding_groups));
-    json_object_set_new(o, "do_stable_layer_norm", json_boolean(c->do_stable_layer_norm));
-    json_object_set_new(o, "layer_norm_eps", json_real(c->layer_norm_eps));
-    json_object_set_new(o, "use_weighted_layer_sum", json_boolean(c->use_weighted_layer_sum));
-    json_object_set_new(o, "classifier_proj_size", json_integer(c->classifier_proj_size));
-    json_object_set_new(o, "hidden_dropout", json_real(c->hidden_dropout));
-    json_object_set_new(o, "attention_dropout", json_real(c->attention_dropout));
-    json_object_set_new(o, "activation_dropout", json_real(c->activation_dropout));
-    json_object_set_new(o, "feat_proj_dropout", json_real(c->feat_proj_dropout));
-    json_object_set_new(o, "layerdrop", json_real(c->layerdrop));
-    json_object_set_new(o, "apply_spec_augment", json_boolean(c->apply_spec_augment));
-    json_object_set_new(o, "mask_time_prob", json_real(c->mask_time_prob));
-    json_object_set_new(o, "mask_time_length", json_integer(c->mask_time_length));
-    json_object_set_new(o, "mask_time_min_masks", json_integer(c->mask_time_min_masks));
-    json_object_set_new(o, "mask_feature_prob", json_real(c->mask_feature_prob));
-    json_object_set_new(o, "mask_feature_length", json_integer(c->mask_feature_length));
-    json_object_set_new(o, "mask_feature_min_masks", json_integer(c->mask_feature_min_masks));
-    json_object_set_new(o, "initializer_range", json_real(c->initializer_range));
+    put(o, "conv_stride", a);
+    put(o, "num_feat_extract_layers", json_integer(c->num_conv_layers));
+    put(o, "conv_bias", json_boolean(c->conv_bias));
+    put(o, "feat_extract_norm", json_string(c->feat_extract_norm_layer ? "layer" : "group"));
+    put(o, "hidden_size", json_integer(c->hidden_size));
+    put(o, "num_hidden_layers", json_integer(c->num_hidden_layers));
+    put(o, "num_attention_heads", json_integer(c->num_attention_heads));
+    put(o, "intermediate_size", json_integer(c->intermediate_size));
+    put(o, "num_conv_pos_embeddings", json_integer(c->num_conv_pos_embeddings));
+    put(o, "num_conv_pos_embedding_groups", json_integer(c->num_conv_pos_embedding_groups));
+    put(o, "do_stable_layer_norm", json_boolean(c->do_stable_layer_norm));
+    put(o, "layer_norm_eps", json_real(c->layer_norm_eps));
+    put(o, "use_weighted_layer_sum", json_boolean(c->use_weighted_layer_sum));
+    put(o, "classifier_proj_size", json_integer(c->classifier_proj_size));
+    put(o, "hidden_dropout", json_real(c->hidden_dropout));
+    put(o, "attention_dropout", json_real(c->attention_dropout));
+    put(o, "activation_dropout", json_real(c->activation_dropout));
+    put(o, "feat_proj_dropout", json_real(c->feat_proj_dropout));
+    put(o, "layerdrop", json_real(c->layerdrop));
+    put(o, "apply_spec_augment", json_boolean(c->apply_spec_augment));
+    put(o, "mask_time_prob", json_real(c->mask_time_prob));
+    put(o, "mask_time_length", json_integer(c->mask_time_length));
+    put(o, "mask_time_min_masks", json_integer(c->mask_time_min_masks));
+    put(o, "mask_feature_prob", json_real(c->mask_feature_prob));
+    put(o, "mask_feature_length", json_integer(c->mask_feature_length));
+    put(o, "mask_feature_min_masks", json_integer(c->mask_feature_min_masks));
+    put(o, "initializer_range", json_real(c->initializer_range));
     json_t *id2label = json_object(), *label2id = json_object();
     for (int i = 0; i < c->num_labels; i++) {
         char key[32];
@@ -500,8 +641,8 @@ static json_t *to_json(const w2v_config *c)
     }
     json_object_set_new(o, "id2label", id2label);
     json_object_set_new(o, "label2id", label2id);
-    json_object_set_new(o, "architectures", json_pack("[s]", "Wav2Vec2ForSequenceClassification"));
-    json_object_set_new(o, "model_type", json_string("wav2vec2"));
+    json_object_set_new(o, "architectures", json_pack("[s]", w2v_config_architecture(c)));
+    json_object_set_new(o, "model_type", json_string(w2v_config_model_type(c)));
     json_object_set_new(o, "torch_dtype", json_string("float32"));
     return o;
 }

@@ -659,7 +659,7 @@ const float *w2v_model_activation(const w2v_model *m, const char *name, int64_t 
     if (!strcmp(name, "extract_features")) return a->fp.ln;
     shape[2] = H;
     if (!strcmp(name, "projected_features")) return a->fp.out;
-    if (!strcmp(name, "position_embeddings")) return a->pos.emb;
+    if (!strcmp(name, "position_embeddings")) return a->pos.emb[w2v_config_pos_layers(c) - 1];
     shape[1] = c->classifier_proj_size, shape[2] = 0;
     if (!strcmp(name, "pooled_output")) return a->head.pooled;
     shape[1] = c->num_labels;

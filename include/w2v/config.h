@@ -1,5 +1,6 @@
-/* Wav2Vec2 configuration: what config.json and preprocessor_config.json say,
- * read and written as Hugging Face transformers does. */
+/* The configuration of a Wav2Vec2-family audio classifier: what config.json
+ * and preprocessor_config.json say, read and written as Hugging Face
+ * transformers does. */
 #ifndef W2V_CONFIG_H
 #define W2V_CONFIG_H
 
@@ -7,8 +8,19 @@
 
 #define W2V_MAX_CONV_LAYERS 16
 #define W2V_MAX_HIDDEN_LAYERS 1024
+#define W2V_MAX_POS_LAYERS 16 /* data2vec-audio's positional convs */
+
+/* The encoders of AutoModelForAudioClassification this library runs: one
+ * model whose blocks take the family's options (config.json's model_type). */
+typedef enum {
+    W2V_WAV2VEC2,       /* "wav2vec2", Wav2Vec2ForSequenceClassification */
+    W2V_HUBERT,         /* "hubert": the feature projection's LayerNorm optional */
+    W2V_DATA2VEC_AUDIO, /* "data2vec-audio": LayerNorm conv encoder, a stack of plain positional convs */
+    W2V_WAVLM,          /* "wavlm": attention with a gated relative position bias */
+} w2v_family;
 
 typedef struct {
+    w2v_family family;
     /* conv feature encoder */
     int num_conv_layers;
     int conv_dim[W2V_MAX_CONV_LAYERS], conv_kernel[W2V_MAX_CONV_LAYERS], conv_stride[W2V_MAX_CONV_LAYERS];
@@ -16,7 +28,10 @@ typedef struct {
     int feat_extract_norm_layer; /* 0: "group" (GroupNorm on layer 0 only), 1: "layer" */
     /* transformer */
     int hidden_size, num_hidden_layers, num_attention_heads, intermediate_size;
-    int num_conv_pos_embeddings, num_conv_pos_embedding_groups;
+    int num_conv_pos_embeddings, num_conv_pos_embedding_groups; /* data2vec-audio: layers, not taps */
+    int conv_pos_kernel_size;   /* data2vec-audio: each positional conv's taps */
+    int feat_proj_layer_norm;   /* HuBERT's flag; 1 in the other families */
+    int num_buckets, max_bucket_distance; /* WavLM's relative position bias */
     int do_stable_layer_norm;
     double layer_norm_eps;
     /* classification head */
@@ -35,6 +50,15 @@ typedef struct {
     void *json, *preprocessor_json;
 } w2v_config;
 
+/* The family's model_type, its parameters' prefix ("wav2vec2",
+ * "data2vec_audio", ...) and its classifier's class name. */
+const char *w2v_config_model_type(const w2v_config *c);
+const char *w2v_config_prefix(const w2v_config *c);
+const char *w2v_config_architecture(const w2v_config *c);
+/* The positional embedding's conv layers and each one's taps: one weight-
+ * normed conv of num_conv_pos_embeddings taps, or data2vec-audio's stack. */
+int w2v_config_pos_layers(const w2v_config *c);
+int w2v_config_pos_kernel(const w2v_config *c);
 /* Whether the model has masked_spec_embed (HF creates it only then). */
 int w2v_config_has_masked_spec_embed(const w2v_config *c);
 /* Conv encoder output length for an input of n samples (HF's
@@ -49,7 +73,10 @@ int w2v_config_load(w2v_config *c, const char *dir, char *err, size_t errlen);
 int w2v_config_parse(w2v_config *c, const char *config_json, const char *preprocessor_json, char *err,
                      size_t errlen);
 /* A preset: "base" (facebook/wav2vec2-base, exactly), "small" (what the demo
- * trains from scratch), "tiny" (tests). */
+ * trains from scratch), "tiny" (tests); the other families' base shapes as
+ * their hub configs: "hubert-base" (facebook/hubert-base-ls960),
+ * "distilhubert" (ntu-spml/distilhubert), "wavlm-base" (microsoft/wavlm-base),
+ * "data2vec-audio-base" (facebook/data2vec-audio-base). */
 int w2v_config_preset(w2v_config *c, const char *name, char *err, size_t errlen);
 /* Sets config.json keys from a JSON object text (e.g. {"hidden_size": 128})
  * and checks the result; on error c is unchanged. */

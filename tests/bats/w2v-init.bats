@@ -111,7 +111,7 @@ assert not b[enc + "0.conv.bias"].any() and not b[enc + "1.conv.bias"].any()
     echo '{"model_type": "bert"}' > bad.json
     run w2v-init --config bad.json -o m
     assert_failure
-    assert_output --partial 'w2vtools runs "wav2vec2" models'
+    assert_output --partial 'model_type is "bert": w2vtools runs "wav2vec2", "hubert", "data2vec-audio" and "wavlm" models'
     [ ! -e m ]
 }
 

@@ -11,8 +11,14 @@
 #include <string.h>
 #include <sys/stat.h>
 
-static const char *const golden_cases[] = {"base-tiny", "large-tiny", "weighted-tiny"};
-#define GOLDEN_NCASES 3
+/* The wav2vec2 cases, then one per other family (golden/family/README.md). */
+static const char *const golden_cases[] = {"base-tiny",
+                                           "large-tiny",
+                                           "weighted-tiny",
+                                           "family/hubert-tiny",
+                                           "family/distilhubert-tiny",
+                                           "family/data2vec-audio-tiny"};
+#define GOLDEN_NCASES 6
 
 /* The directory of a golden case, or NULL (with a note) when the shared
  * data is not there. */

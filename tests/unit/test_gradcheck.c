@@ -111,18 +111,33 @@ static void norm_fwd(void *p)
     else layernorm_forward(c->out, c->mean, c->rstd, c->x, c->w, c->b, c->B * c->T, c->C, 1e-5f);
 }
 
-static void test_norm(int group)
+/* affine 0: LayerNorm without weight and bias (data2vec-audio's positional
+ * convs): the affine op with weight 1, bias 0 and no parameter gradients. */
+static void test_norm(int group, int affine)
 {
     int B = 2, T = 9, C = 5;
     long n = (long)B * T * C;
     norm_ctx c = {zeros(n), zeros(B * T * C), zeros(B * T * C), randn(n, 2), randn(C, 1), randn(C, 1), B, T, C, group};
     for (long i = 0; i < n; i++) c.x[i] += 0.5f; /* a mean away from zero */
-    float *r = randn(n, 1), *dx = zeros(n), *dw = zeros(C), *db = zeros(C);
+    for (int i = 0; i < C && !affine; i++) c.w[i] = 1, c.b[i] = 0;
+    float *r = randn(n, 1), *dx = zeros(n), *dw = affine ? zeros(C) : NULL, *db = affine ? zeros(C) : NULL;
     norm_fwd(&c);
     if (group) groupnorm_backward(dx, dw, db, r, c.x, c.w, c.mean, c.rstd, B, T, C);
     else layernorm_backward(dx, dw, db, r, c.x, c.w, c.mean, c.rstd, B * T, C);
-    op_check oc = {group ? "groupnorm" : "layernorm", norm_fwd, &c, c.out, r, n};
+    op_check oc = {group ? "groupnorm" : affine ? "layernorm" : "layernorm(no affine)", norm_fwd, &c, c.out, r, n};
     check_input(&oc, "x", c.x, dx, n, 1e-2f, 1e-3);
+    if (!affine) {
+        /* and each row comes out with mean 0 and variance 1 */
+        double worst = 0;
+        for (int row = 0; row < B * T; row++) {
+            double m = 0, v = 0;
+            for (int j = 0; j < C; j++) m += c.out[row * C + j] / C;
+            for (int j = 0; j < C; j++) v += (c.out[row * C + j] - m) * (c.out[row * C + j] - m) / C;
+            worst = fmax(worst, fmax(fabs(m), fabs(v - 1)));
+        }
+        CHECK(worst < 1e-3, "layernorm(no affine): rows off mean 0, variance 1 by %.3g", worst);
+        return;
+    }
     check_input(&oc, "w", c.w, dw, C, 1e-2f, 1e-4);
     check_input(&oc, "b", c.b, db, C, 1e-2f, 1e-4);
 }
@@ -335,7 +350,16 @@ static float *param_values(w2v_model *m, const char *name)
 static int layer_of(const w2v_param *p)
 {
     int i;
-    return sscanf(p->name, "wav2vec2.encoder.layers.%d.", &i) == 1 ? i : -1;
+    const char *s = strstr(p->name, ".encoder.layers.");
+    return s && sscanf(s, ".encoder.layers.%d.", &i) == 1 ? i : -1;
+}
+
+/* A parameter's name under the model's family prefix. */
+static const char *pname(w2v_model *m, const char *rest)
+{
+    static char name[128];
+    snprintf(name, sizeof name, "%s.%s", w2v_config_prefix(w2v_model_config(m)), rest);
+    return name;
 }
 
 /* _init_weights leaves every bias at 0 and every linear weight at std 0.02:
@@ -358,13 +382,31 @@ static void spread_weights(w2v_model *m)
     }
 }
 
-/* The tiny model with every random draw on: dropout, LayerDrop, SpecAugment. */
-static void model_config(w2v_config *cfg, int stable, int weighted)
+/* The tiny model of a family with every random draw on: dropout,
+ * LayerDrop, SpecAugment.  Each family's option is on: HuBERT without the
+ * feature projection's LayerNorm, data2vec-audio's stack with an even
+ * kernel (the last frame dropped), WavLM's bias with distances past
+ * max_bucket_distance (the frames here: 69). */
+static void model_config(w2v_config *cfg, w2v_family family, int stable, int weighted)
 {
-    char err[256];
-    CHECK(w2v_config_preset(cfg, "tiny", err, sizeof err) == 0, "%s", err);
-    cfg->do_stable_layer_norm = stable;
-    cfg->feat_extract_norm_layer = stable;
+    char err[256], json[1024];
+    static const char *const options[] = {
+        [W2V_HUBERT] = "\"model_type\":\"hubert\",\"feat_proj_layer_norm\":false,\"num_conv_pos_embeddings\":16",
+        [W2V_DATA2VEC_AUDIO] = "\"model_type\":\"data2vec-audio\",\"num_conv_pos_embeddings\":2,\"conv_pos_kernel_size\":4",
+        [W2V_WAVLM] = "\"model_type\":\"wavlm\",\"num_conv_pos_embeddings\":16,\"num_buckets\":16,"
+                      "\"max_bucket_distance\":40",
+    };
+    snprintf(json, sizeof json,
+             "{\"conv_dim\":[16,16,16],\"conv_kernel\":[10,3,3],\"conv_stride\":[5,2,2],\"hidden_size\":32,"
+             "\"num_hidden_layers\":2,\"num_attention_heads\":4,\"intermediate_size\":64,"
+             "\"num_conv_pos_embedding_groups\":4,\"classifier_proj_size\":8,%s}",
+             family == W2V_WAV2VEC2 ? "\"model_type\":\"wav2vec2\"" : options[family]);
+    if (family == W2V_WAV2VEC2) CHECK(w2v_config_preset(cfg, "tiny", err, sizeof err) == 0, "%s", err);
+    else CHECK(w2v_config_parse(cfg, json, NULL, err, sizeof err) == 0, "%s", err);
+    if (family != W2V_DATA2VEC_AUDIO) { /* whose conv encoder has LayerNorms, post-LN */
+        cfg->do_stable_layer_norm = stable;
+        cfg->feat_extract_norm_layer = stable;
+    }
     cfg->conv_bias = stable;
     cfg->use_weighted_layer_sum = weighted;
     cfg->hidden_dropout = cfg->attention_dropout = cfg->activation_dropout = cfg->feat_proj_dropout = 0.1;
@@ -497,10 +539,10 @@ static void check_grads(model_ctx *c, const int *skipped, gc_stats *s)
  * not hoped for: post-LN with exactly one layer skipped by LayerDrop (its
  * parameters must get nothing), pre-LN with none (every layer checked);
  * then the same in evaluation, where nothing is drawn. */
-static void test_model(int stable, int weighted)
+static void test_model(w2v_family family, int stable, int weighted)
 {
     w2v_config cfg;
-    model_config(&cfg, stable, weighted);
+    model_config(&cfg, family, stable, weighted);
     w2v_model *m = w2v_model_new(&cfg);
     w2v_model_init_weights(m, 5);
     spread_weights(m);
@@ -511,8 +553,8 @@ static void test_model(int stable, int weighted)
     for (int b = 0; b < B; b++)
         for (int t = (int)lengths[b]; t < T; t++) x[(long)b * T + t] = 0;
     model_ctx c = {m, {.B = B, .T = T, .x = x, .lengths = lengths, .labels = lab}, {1, 11, 0, 1}, zeros((long)B * nl), zeros((long)B * nl)};
-    char name[64];
-    snprintf(name, sizeof name, "model(stable=%d, weighted=%d)", stable, weighted);
+    char name[96];
+    snprintf(name, sizeof name, "model(%s, stable=%d, weighted=%d)", w2v_config_model_type(&cfg), stable, weighted);
     gc_stats s = {name, 0, 0};
     int skip[8] = {0}, none[8] = {0}, nskip = -1, want = stable ? 0 : 1, which[4];
     CHECK(L <= 8, "%s: %d layers", name, L);
@@ -523,8 +565,8 @@ static void test_model(int stable, int weighted)
         nskip = 0;
         for (int i = 0; i < L && i < 8; i++) {
             char pn[96];
-            snprintf(pn, sizeof pn, "wav2vec2.encoder.layers.%d.final_layer_norm.bias", i);
-            nskip += skip[i] = !reaches(&c, param_values(m, pn), 1, 1.0f, NULL);
+            snprintf(pn, sizeof pn, "encoder.layers.%d.final_layer_norm.bias", i);
+            nskip += skip[i] = !reaches(&c, param_values(m, pname(m, pn)), 1, 1.0f, NULL);
         }
         if (nskip == want) break;
     }
@@ -543,11 +585,11 @@ static void test_model(int stable, int weighted)
     for (int b = 0; b < B; b++)
         for (long j = 0; j < valid[b] * shape[2]; j++, all++) zero += h0[b * shape[1] * shape[2] + j] == 0;
     CHECK(zero > 0.07 * all && zero < 0.13 * all, "%s: dropout zeroed %ld of %ld in hidden_states.0", name, zero, all);
-    const w2v_param *mse = w2v_model_find_param(m, "wav2vec2.masked_spec_embed");
+    const w2v_param *mse = w2v_model_find_param(m, pname(m, "masked_spec_embed"));
     int imse = (int)(mse - w2v_model_param(m, 0)), timed = reaches(&c, param_values(m, mse->name), H, 1.0f, NULL);
     CHECK(timed > 0 && w2v_model_param_has_grad(m, imse), "%s: no time span (%d examples read masked_spec_embed)", name,
           timed);
-    float *fpb = param_values(m, "wav2vec2.feature_projection.projection.bias");
+    float *fpb = param_values(m, pname(m, "feature_projection.projection.bias"));
     int cut = 0;
     for (int ch = 0; ch < H; ch++) {
         reaches(&c, fpb + ch, 1, 1.0f, which);
@@ -577,7 +619,7 @@ done:
 static void test_shards(int stable)
 {
     w2v_config cfg;
-    model_config(&cfg, stable, !stable);
+    model_config(&cfg, W2V_WAV2VEC2, stable, !stable);
     w2v_model *m = w2v_model_new(&cfg);
     w2v_model_init_weights(m, 9);
     int B = 5, T = 1400, n = cfg.num_labels, threads = w2v_threads();
@@ -645,8 +687,8 @@ int main(void)
     w2v_rng_seed(&rng, 1234);
     test_approximations();
     test_linear();
-    test_norm(0);
-    test_norm(1);
+    test_norm(0, 1);
+    test_norm(1, 1);
     test_elementwise();
     test_conv("conv(feature encoder)", (conv_shape){2, 50, 9, 3, 4, 10, 5, 0, 1});
     test_conv("conv(stride=kernel)", (conv_shape){2, 12, 6, 4, 5, 2, 2, 0, 1});
@@ -658,10 +700,14 @@ int main(void)
     test_attention(0, 1);
     test_attention(0.2f, 1);
     test_head();
-    test_model(0, 0);
-    test_model(1, 1);
+    test_model(W2V_WAV2VEC2, 0, 0);
+    test_model(W2V_WAV2VEC2, 1, 1);
     test_shards(0);
     test_shards(1);
+    /* the other families' ops and models (after the rest, whose draws stay as they were) */
+    test_norm(0, 0);
+    test_model(W2V_HUBERT, 0, 0);
+    test_model(W2V_DATA2VEC_AUDIO, 0, 1);
     free_buffers();
     return unit_finish("test_gradcheck");
 }
