@@ -19,10 +19,12 @@ static const char usage[] =
     "The stream's label names must be among the model's (any order: ids are\n"
     "mapped by name); metrics are over the model's labels.  A batches stream\n"
     "is evaluated batch by batch as it is (the model decides whether padding\n"
-    "is masked); an examples stream is batched as w2v-predict does.  Every\n"
-    "example needs a label.  The loss is the mean over examples of their\n"
-    "cross-entropy; macro-F1 is the mean F1 over the labels that occur as true\n"
-    "or predicted labels.\n"
+    "is masked); an examples stream is batched as w2v-predict does.  An\n"
+    "example without a label is classified but not scored, as training leaves\n"
+    "it out of the loss (the table and the JSON count them as unlabelled).\n"
+    "The loss is the mean over labelled examples of their cross-entropy;\n"
+    "macro-F1 is the mean F1 over the labels that occur as true or predicted\n"
+    "labels.\n"
     "\n"
     "Options:\n"
     "  -m, --model DIR       the model (config.json, model.safetensors, preprocessor_config.json)\n"
@@ -44,7 +46,8 @@ enum { OPT_JSON = 1, OPT_PREDICTIONS, OPT_BF16 };
 typedef struct {
     const w2v_config *cfg;
     int n;               /* labels */
-    long examples;
+    long examples;       /* scored: those with a label */
+    long unlabelled;     /* classified, not scored */
     long *confusion;     /* [true][predicted] */
     double loss;         /* summed */
     FILE *pred;          /* --predictions, or NULL */
@@ -55,17 +58,20 @@ typedef struct {
 static void count_result(void *ctx, const w2v_clip *clip, const float *logits)
 {
     tally *t = ctx;
-    double loss = w2v_cross_entropy(logits, t->n, (int)clip->label);
-    t->confusion[clip->label * t->n + w2v_argmax(logits, t->n)]++;
-    t->loss += loss;
-    t->examples++;
+    double loss = 0;
+    if (clip->label >= 0) {
+        loss = w2v_cross_entropy(logits, t->n, (int)clip->label);
+        t->confusion[clip->label * t->n + w2v_argmax(logits, t->n)]++;
+        t->loss += loss;
+        t->examples++;
+    } else t->unlabelled++;
     if (t->pred) {
         json_t *o = w2v_result_json(t->cfg, clip, logits, 0, 0);
-        json_object_set_new(o, "loss", json_real(loss));
+        if (clip->label >= 0) json_object_set_new(o, "loss", json_real(loss));
         if (w2v_json_line(t->pred, o) < 0) w2v_write_failed(t->pred_name);
         json_decref(o);
     }
-    w2v_progress_update(&t->progress, (double)t->examples, NULL);
+    w2v_progress_update(&t->progress, (double)(t->examples + t->unlabelled), NULL);
 }
 
 typedef struct {
@@ -119,8 +125,10 @@ static void print_table(FILE *fp, const tally *t, const metrics *m)
         width = len > width ? len : width;
         correct += t->confusion[i * n + i];
     }
-    fprintf(fp, "examples  %ld\naccuracy  %.4f  (%ld/%ld)\nloss      %.6f\nmacro-F1  %.4f\n\n", t->examples,
-            m->accuracy, correct, t->examples, m->loss, m->macro_f1);
+    fprintf(fp, "examples  %ld\n", t->examples);
+    if (t->unlabelled) fprintf(fp, "unlabelled  %ld  (not scored)\n", t->unlabelled);
+    fprintf(fp, "accuracy  %.4f  (%ld/%ld)\nloss      %.6f\nmacro-F1  %.4f\n\n", m->accuracy, correct, t->examples,
+            m->loss, m->macro_f1);
     fprintf(fp, "%4s  %-*s  %9s  %9s  %9s  %8s\n", "id", width, "label", "precision", "recall", "f1", "support");
     for (int i = 0; i < n; i++) {
         const class_metrics *c = &m->per_class[i];
@@ -157,18 +165,10 @@ static json_t *metrics_json(const tally *t, const metrics *m)
         for (int j = 0; j < n; j++) json_array_append_new(row, json_integer(t->confusion[i * n + j]));
         json_array_append_new(confusion, row);
     }
-    return json_pack("{s:I, s:f, s:f, s:f, s:o, s:o, s:o}", "examples", (json_int_t)t->examples, "accuracy",
+    return json_pack("{s:I, s:I, s:f, s:f, s:f, s:o, s:o, s:o}", "examples", (json_int_t)t->examples, "unlabelled",
+                     (json_int_t)t->unlabelled, "accuracy",
                      m->accuracy, "loss", m->loss, "macro_f1", m->macro_f1, "labels", labels, "per_class",
                      per_class, "confusion", confusion);
-}
-
-/* Model ids of a batch's labels; every example must have one. */
-static void map_labels(const w2v_batch *b, const int *map, int64_t *out, const char *name)
-{
-    for (int i = 0; i < b->batch; i++) {
-        if (b->labels[i] < 0) w2v_die("%s: %s: the example has no label", name, b->keys[i]);
-        out[i] = map[b->labels[i]];
-    }
 }
 
 int main(int argc, char **argv)
@@ -218,7 +218,7 @@ int main(int argc, char **argv)
     int *map = malloc(((size_t)h->nlabels + 1) * sizeof *map);
     t.confusion = calloc((size_t)t.n * (size_t)t.n, sizeof *t.confusion);
     if (!map || !t.confusion) w2v_die("out of memory");
-    if (w2v_classify_check_header(t.cfg, h, map, err, sizeof err) < 0) w2v_die("%s: %s", name, err);
+    if (w2v_classify_check_header(t.cfg, h, W2V_LABELS_SUBSET, map, err, sizeof err) < 0) w2v_die("%s: %s", name, err);
 
     w2v_output *pred = pred_path ? w2v_output_open(pred_path, 0) : NULL;
     if (pred) {
@@ -227,30 +227,12 @@ int main(int argc, char **argv)
     }
     w2v_classifier *cls = w2v_classifier_new(model, (int)batch_size, count_result, &t);
     w2v_classifier_set_bf16(cls, bf16);
-    int64_t *labels = NULL;
-    int ret;
+    w2v_stream_opts so = {.whole_batches = 1};
     w2v_progress_start(&t.progress, "examples", 0);
-    while ((ret = w2v_reader_next(r)) > 0) {
-        if (h->type == W2V_EXAMPLES) {
-            w2v_example ex;
-            if (w2v_reader_example(r, &ex) < 0) break;
-            if (ex.label < 0) w2v_die("%s: %s: the example has no label", name, ex.key);
-            w2v_clip clip = {.key = ex.key, .x = ex.input_values, .length = ex.length, .label = map[ex.label], .end = -1};
-            if (w2v_classifier_add(cls, &clip, err, sizeof err) < 0) w2v_die("%s: %s", name, err);
-            continue;
-        }
-        w2v_batch b;
-        if (w2v_reader_batch(r, &b) < 0) break;
-        labels = realloc(labels, (size_t)b.batch * sizeof *labels);
-        if (!labels) w2v_die("out of memory");
-        map_labels(&b, map, labels, name);
-        if (w2v_classifier_run(cls, b.batch, b.time, b.input_values, b.lengths, labels, b.keys, err, sizeof err) < 0)
-            w2v_die("%s: %s", name, err);
-    }
-    if (ret != 0) w2v_die("%s", w2v_reader_error(r));
-    if (w2v_classifier_flush(cls, err, sizeof err) < 0) w2v_die("%s: %s", name, err);
+    if (w2v_classify_stream(cls, r, name, map, &so, err, sizeof err) < 0) w2v_die("%s", err);
     w2v_progress_end(&t.progress);
-    if (t.examples == 0) w2v_die("%s: no examples", name);
+    if (t.examples + t.unlabelled == 0) w2v_die("%s: no examples", name);
+    if (t.examples == 0) w2v_die("%s: no labelled examples (examples without a label are not scored)", name);
     if (pred) w2v_output_close(pred);
 
     metrics m = compute(&t);
@@ -267,7 +249,6 @@ int main(int argc, char **argv)
     }
 
     free(m.per_class);
-    free(labels);
     free(map);
     free(t.confusion);
     w2v_classifier_free(cls);

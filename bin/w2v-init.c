@@ -1,4 +1,5 @@
 /* w2v-init: make a randomly initialised Wav2Vec2 classifier directory. */
+#include "w2v/classify.h"
 #include "w2v/cli.h"
 #include "w2v/fs.h"
 #include "w2v/config.h"
@@ -145,9 +146,8 @@ int main(int argc, char **argv)
         if (!r) w2v_die("%s", err);
         const w2v_header *h = w2v_reader_header(r);
         if (h->nlabels < 1) w2v_die("%s: the stream's header has no labels", w2v_input_name(labels_from));
-        if (h->sample_rate != c.sampling_rate)
-            w2v_die("%s: the stream is at %d Hz, the model expects %d Hz", w2v_input_name(labels_from), h->sample_rate,
-                    c.sampling_rate);
+        if (w2v_classify_check_header(&c, h, W2V_LABELS_ANY, NULL, err, sizeof err) < 0)
+            w2v_die("%s: %s", w2v_input_name(labels_from), err);
         w2v_config_set_labels(&c, h->nlabels, h->labels);
         w2v_reader_close(r);
     }

@@ -132,33 +132,16 @@ static int is_stream_byte(int c) { return (c >= 0x80 && c <= 0x8f) || c == 0xde 
 static void predict_stream(predictor *p, const char *path)
 {
     const char *name = w2v_input_name(path);
-    char err[700];
+    char err[1024];
     w2v_reader *r = w2v_reader_open(path, err, sizeof err);
     if (!r) w2v_die("%s", err);
     const w2v_header *h = w2v_reader_header(r);
     int *map = malloc(((size_t)h->nlabels + 1) * sizeof *map);
     if (!map) w2v_die("out of memory");
-    if (w2v_classify_check_header(p->cfg, h, map, err, sizeof err) < 0) w2v_die("%s: %s", name, err);
-    int ret;
-    while ((ret = w2v_reader_next(r)) > 0) {
-        if (h->type == W2V_EXAMPLES) {
-            w2v_example ex;
-            if (w2v_reader_example(r, &ex) < 0) break;
-            w2v_clip clip = {.key = ex.key, .x = ex.input_values, .length = ex.length,
-                             .label = ex.label < 0 ? -1 : map[ex.label], .end = -1};
-            add(p, name, &clip);
-            continue;
-        }
-        /* a batch: its examples without the padding, batched as any others */
-        w2v_batch b;
-        if (w2v_reader_batch(r, &b) < 0) break;
-        for (int i = 0; i < b.batch; i++) {
-            w2v_clip clip = {.key = b.keys[i], .x = b.input_values + (size_t)i * b.time, .length = b.lengths[i],
-                             .label = b.labels[i] < 0 ? -1 : map[b.labels[i]], .end = -1};
-            add(p, name, &clip);
-        }
-    }
-    if (ret != 0) w2v_die("%s", w2v_reader_error(r));
+    if (w2v_classify_check_header(p->cfg, h, W2V_LABELS_SUBSET, map, err, sizeof err) < 0) w2v_die("%s: %s", name, err);
+    /* a batch's examples without the padding, batched as any others */
+    w2v_stream_opts so = {.whole_batches = 0};
+    if (w2v_classify_stream(p->cls, r, name, map, &so, err, sizeof err) < 0) w2v_die("%s", err);
     free(map);
     w2v_reader_close(r);
 }

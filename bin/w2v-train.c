@@ -1,5 +1,6 @@
 /* w2v-train: fine-tune a Wav2Vec2 classifier on a batches stream, as
  * Hugging Face Trainer(model, args).train() does. */
+#include "w2v/classify.h"
 #include "w2v/cli.h"
 #include "w2v/dist.h"
 #include "w2v/fs.h"
@@ -86,39 +87,17 @@ static void on_event(void *ctx, const w2v_train_event *ev)
 
 /* ---- the run ---- */
 
-static int labels_match(const w2v_config *c, const w2v_header *h)
-{
-    if (c->num_labels != h->nlabels) return 0;
-    for (int i = 0; i < h->nlabels; i++)
-        if (strcmp(c->labels[i], h->labels[i])) return 0;
-    return 1;
-}
-
-/* HF makes LABEL_0, LABEL_1, ... when a config has no labels of its own. */
-static int default_labels(const w2v_config *c)
-{
-    for (int i = 0; i < c->num_labels; i++) {
-        char want[32];
-        snprintf(want, sizeof want, "LABEL_%d", i);
-        if (strcmp(c->labels[i], want)) return 0;
-    }
-    return 1;
-}
-
+/* The model with the stream's labels (which replace HF's placeholders
+ * LABEL_0, ...). */
 static w2v_model *load_model(const char *dir, const w2v_header *h)
 {
     char err[1024];
     w2v_config c;
     if (w2v_config_load(&c, dir, err, sizeof err) < 0) w2v_die("%s", err);
-    int same = labels_match(&c, h), adopt = !same && default_labels(&c);
-    if (!same && !adopt) {
-        char have[512] = "", want[512] = "";
-        for (int i = 0; i < c.num_labels; i++) snprintf(have + strlen(have), sizeof have - strlen(have), "%s%s", i ? "," : "", c.labels[i]);
-        for (int i = 0; i < h->nlabels; i++) snprintf(want + strlen(want), sizeof want - strlen(want), "%s%s", i ? "," : "", h->labels[i]);
-        w2v_die("%s: the model's labels (%s) are not the stream's (%s)", dir, have, want);
-    }
-    if (c.sampling_rate != h->sample_rate)
-        w2v_die("%s: the model expects %d Hz, the stream is at %d Hz", dir, c.sampling_rate, h->sample_rate);
+    int *map = malloc(((size_t)h->nlabels + 1) * sizeof *map);
+    if (!map) w2v_die("out of memory");
+    if (w2v_classify_check_header(&c, h, W2V_LABELS_TRAIN, map, err, sizeof err) < 0) w2v_die("%s: %s", dir, err);
+    free(map);
     w2v_config_free(&c);
     w2v_model *m = w2v_model_load_labels(dir, h->nlabels, h->labels, note_cb, err, sizeof err);
     if (!m) w2v_die("%s", err);

@@ -16,29 +16,65 @@ w2v_model *w2v_classify_load(const char *dir, char *err, size_t errlen)
     return w2v_model_load(dir, note, err, errlen);
 }
 
-int w2v_classify_check_header(const w2v_config *c, const w2v_header *h, int *map, char *err, size_t errlen)
+/* "a,b,c": labels joined by commas, for messages. */
+static char *joined(char *const *labels, int n)
+{
+    size_t len = 1;
+    for (int i = 0; i < n; i++) len += strlen(labels[i]) + 1;
+    char *s = xmalloc(len), *p = s;
+    *p = 0;
+    for (int i = 0; i < n; i++) p += sprintf(p, "%s%s", i ? "," : "", labels[i]);
+    return s;
+}
+
+/* Whether a model's labels are HF's placeholders, LABEL_0, LABEL_1, ...,
+ * which transformers makes for a config without labels of its own. */
+static int placeholder_labels(const w2v_config *c)
+{
+    for (int i = 0; i < c->num_labels; i++) {
+        char want[32];
+        snprintf(want, sizeof want, "LABEL_%d", i);
+        if (strcmp(c->labels[i], want)) return 0;
+    }
+    return 1;
+}
+
+static int same_labels(const w2v_config *c, const w2v_header *h)
+{
+    if (c->num_labels != h->nlabels) return 0;
+    for (int i = 0; i < h->nlabels; i++)
+        if (strcmp(c->labels[i], h->labels[i])) return 0;
+    return 1;
+}
+
+/* The message for labels that do not fit, listing both sides. */
+static int labels_error(const w2v_config *c, const w2v_header *h, int i, char *err, size_t errlen)
+{
+    char *model = joined(c->labels, c->num_labels), *stream = joined(h->labels, h->nlabels);
+    if (i >= 0) set_error(err, errlen, "the stream's label '%s' is not one of the model's labels (%s)", h->labels[i], model);
+    else set_error(err, errlen, "the model's labels (%s) are not the stream's (%s), in that order", model, stream);
+    free(model);
+    free(stream);
+    return -1;
+}
+
+int w2v_classify_check_header(const w2v_config *c, const w2v_header *h, w2v_label_rule rule, int *map, char *err,
+                              size_t errlen)
 {
     if (h->sample_rate != c->sampling_rate)
         return set_error(err, errlen, "the stream's sample rate is %d Hz, the model's %d Hz (re-extract with ks-extract --rate %d)",
                          h->sample_rate, c->sampling_rate, c->sampling_rate);
+    if (rule == W2V_LABELS_ANY) return 0;
+    if (rule == W2V_LABELS_TRAIN) {
+        if (!same_labels(c, h) && !placeholder_labels(c)) return labels_error(c, h, -1, err, errlen);
+        for (int i = 0; i < h->nlabels; i++) map[i] = i;
+        return 0;
+    }
     for (int i = 0; i < h->nlabels; i++) {
         map[i] = -1;
         for (int j = 0; j < c->num_labels && map[i] < 0; j++)
             if (!strcmp(h->labels[i], c->labels[j])) map[i] = j;
-        if (map[i] < 0) {
-            /* list the model's labels so that the fix is plain */
-            size_t len = 0;
-            for (int j = 0; j < c->num_labels; j++) len += strlen(c->labels[j]) + 1;
-            char *names = xmalloc(len + 1);
-            names[0] = 0;
-            for (int j = 0; j < c->num_labels; j++) {
-                if (j) strcat(names, ",");
-                strcat(names, c->labels[j]);
-            }
-            set_error(err, errlen, "the stream's label '%s' is not one of the model's labels (%s)", h->labels[i], names);
-            free(names);
-            return -1;
-        }
+        if (map[i] < 0) return labels_error(c, h, i, err, errlen);
     }
     return 0;
 }
@@ -199,21 +235,54 @@ int w2v_classifier_run(w2v_classifier *c, int B, int T, const float *x, const in
     return ret;
 }
 
+static int64_t model_label(const int *map, int64_t label) { return label < 0 ? -1 : map[label]; }
+
+int w2v_classify_stream(w2v_classifier *c, w2v_reader *r, const char *name, const int *map, const w2v_stream_opts *o,
+                        char *err, size_t errlen)
+{
+    const w2v_header *h = w2v_reader_header(r);
+    int64_t *labels = NULL;
+    char why[700];
+    int ret = 0, got = 0;
+    for (long i = 0; ret == 0 && (got = w2v_reader_next(r)) > 0; i++) {
+        if (o->parts > 1 && i % o->parts != o->part) continue;
+        if (h->type == W2V_EXAMPLES) {
+            w2v_example ex;
+            if (w2v_reader_example(r, &ex) < 0) {
+                got = -1;
+                break;
+            }
+            w2v_clip clip = {.key = ex.key, .x = ex.input_values, .length = ex.length,
+                             .label = model_label(map, ex.label), .end = -1};
+            ret = w2v_classifier_add(c, &clip, why, sizeof why);
+            continue;
+        }
+        w2v_batch b;
+        if (w2v_reader_batch(r, &b) < 0) {
+            got = -1;
+            break;
+        }
+        labels = xrealloc(labels, (size_t)b.batch * sizeof *labels);
+        for (int k = 0; k < b.batch; k++) labels[k] = model_label(map, b.labels[k]);
+        if (o->whole_batches) {
+            ret = w2v_classifier_run(c, b.batch, b.time, b.input_values, b.lengths, labels, b.keys, why, sizeof why);
+            continue;
+        }
+        for (int k = 0; k < b.batch && ret == 0; k++) {
+            w2v_clip clip = {.key = b.keys[k], .x = b.input_values + (size_t)k * b.time, .length = b.lengths[k],
+                             .label = labels[k], .end = -1};
+            ret = w2v_classifier_add(c, &clip, why, sizeof why);
+        }
+    }
+    free(labels);
+    if (ret == 0 && got < 0) return set_error(err, errlen, "%s", w2v_reader_error(r));
+    if (ret == 0) ret = w2v_classifier_flush(c, why, sizeof why);
+    return ret < 0 ? set_error(err, errlen, "%s: %s", name, why) : 0;
+}
+
 /* ---- arithmetic on logits ---- */
 
-static double max_of(const float *x, int n)
-{
-    double max = x[0];
-    for (int i = 1; i < n; i++) max = x[i] > max ? x[i] : max;
-    return max;
-}
-
-void w2v_softmax(const float *logits, int n, double *probs)
-{
-    double max = max_of(logits, n), sum = 0;
-    for (int i = 0; i < n; i++) sum += probs[i] = exp((double)logits[i] - max);
-    for (int i = 0; i < n; i++) probs[i] /= sum;
-}
+void w2v_softmax(const float *logits, int n, double *probs) { softmax_row(logits, n, probs); }
 
 int w2v_argmax(const float *logits, int n)
 {
@@ -238,12 +307,7 @@ void w2v_top_k(const double *probs, int n, int k, int *idx)
     }
 }
 
-double w2v_cross_entropy(const float *logits, int n, int label)
-{
-    double max = max_of(logits, n), sum = 0;
-    for (int i = 0; i < n; i++) sum += exp((double)logits[i] - max);
-    return max + log(sum) - logits[label];
-}
+double w2v_cross_entropy(const float *logits, int n, int label) { return softmax_row(logits, n, NULL) - logits[label]; }
 
 /* ---- results as JSON ---- */
 

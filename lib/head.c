@@ -1,9 +1,11 @@
 /* The classification head: weighted layer sum, mean pooling over frames,
  * and the cross-entropy loss. */
+#include "internal.h"
 #include "ops.h"
 #include "w2v/config.h"
 
 #include <math.h>
+#include <stdlib.h>
 #include <string.h>
 
 static void softmax_weights(float *out, const float *lw, int L)
@@ -70,22 +72,34 @@ W2V_HOT void meanpool_backward(float *dx, const float *dout, const int *valid, i
     }
 }
 
+double softmax_row(const float *z, int n, double *p)
+{
+    double max = z[0], sum = 0;
+    for (int i = 1; i < n; i++) max = z[i] > max ? z[i] : max;
+    for (int i = 0; i < n; i++) {
+        double e = exp((double)z[i] - max);
+        sum += e;
+        if (p) p[i] = e;
+    }
+    if (p)
+        for (int i = 0; i < n; i++) p[i] /= sum;
+    return max + log(sum);
+}
+
 float crossentropy_forward(float *probs, const float *logits, const int64_t *labels, int B, int n)
 {
-    double loss = 0;
+    double loss = 0, *p = xmalloc((size_t)n * sizeof *p);
     int counted = 0;
     for (int b = 0; b < B; b++) {
         const float *z = logits + (long)b * n;
-        float *pr = probs + (long)b * n, mx = z[0];
-        double sum = 0;
-        for (int i = 1; i < n; i++) mx = z[i] > mx ? z[i] : mx;
-        for (int i = 0; i < n; i++) sum += exp((double)z[i] - mx);
-        for (int i = 0; i < n; i++) pr[i] = (float)(exp((double)z[i] - mx) / sum);
+        double lse = softmax_row(z, n, p);
+        for (int i = 0; i < n; i++) probs[(long)b * n + i] = (float)p[i];
         if (labels[b] >= 0) {
-            loss += log(sum) + mx - z[labels[b]];
+            loss += lse - z[labels[b]];
             counted++;
         }
     }
+    free(p);
     return counted ? (float)(loss / counted) : 0.0f;
 }
 

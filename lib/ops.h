@@ -146,6 +146,11 @@ void layersum_backward(float *const *dhs, float *dlw, const float *dout, float *
 /* Mean over frames of x [B, T, C]: over frames < valid[b], or all (valid NULL). */
 void meanpool_forward(float *out, const float *x, const int *valid, int B, int T, int C);
 void meanpool_backward(float *dx, const float *dout, const int *valid, int B, int T, int C);
+/* The softmax of one row of n logits, in double: p[i] = exp(z[i] - max) /
+ * sum (p may be NULL).  Returns the row's log-sum-exp, max + log(sum): a
+ * label's cross-entropy is that minus its logit.  Training's loss and the
+ * evaluation's (classify.c) both come from here. */
+double softmax_row(const float *z, int n, double *p);
 /* Mean cross-entropy over the examples with a label >= 0; probs [B, n]
  * keeps the softmax.  Returns the loss (0 when no example has a label). */
 float crossentropy_forward(float *probs, const float *logits, const int64_t *labels, int B, int n);

@@ -228,7 +228,7 @@ static w2v_reader *open_eval(const w2v_trainer *t, int **map, char *err, size_t 
     const w2v_header *h = w2v_reader_header(r);
     *map = xmalloc((size_t)(h->nlabels + 1) * sizeof **map);
     if (h->type != W2V_BATCHES) set_error(err, errlen, "--eval: %s: not a batches stream (pipe it through ks-batch)", t->eval);
-    else if (w2v_classify_check_header(w2v_model_config(t->m), h, *map, why, sizeof why) < 0)
+    else if (w2v_classify_check_header(w2v_model_config(t->m), h, W2V_LABELS_SUBSET, *map, why, sizeof why) < 0)
         set_error(err, errlen, "--eval: %s: %s", t->eval, why);
     else return r;
     free(*map);
@@ -237,8 +237,9 @@ static w2v_reader *open_eval(const w2v_trainer *t, int **map, char *err, size_t 
     return NULL;
 }
 
-/* Loss and accuracy over the eval stream, each batch as it is; over MPI
- * each rank takes every size-th batch and the sums are added up. */
+/* Loss and accuracy over the eval stream's labelled examples, each batch
+ * as it is; over MPI each rank takes every size-th batch and the sums are
+ * added up. */
 static int evaluate(w2v_trainer *t, char *err, size_t errlen)
 {
     int *map;
@@ -247,27 +248,13 @@ static int evaluate(w2v_trainer *t, char *err, size_t errlen)
     eval_sums sums = {w2v_model_config(t->m), 0, 0, 0};
     w2v_classifier *cls = w2v_classifier_new(t->m, 1, count_result, &sums);
     w2v_classifier_set_bf16(cls, t->o.bf16);
-    int64_t *labels = NULL;
-    char why[768];
-    int ret = 0, got;
-    for (long i = 0; (got = w2v_reader_next(r)) > 0; i++) {
-        w2v_batch b;
-        if (i % w2v_dist_size() != w2v_dist_rank()) continue;
-        if (w2v_reader_batch(r, &b) < 0) {
-            got = -1;
-            break;
-        }
-        labels = xrealloc(labels, (size_t)b.batch * sizeof *labels);
-        for (int i = 0; i < b.batch; i++) labels[i] = b.labels[i] < 0 ? -1 : map[b.labels[i]];
-        if (w2v_classifier_run(cls, b.batch, b.time, b.input_values, b.lengths, labels, b.keys, why, sizeof why) < 0) {
-            ret = set_error(err, errlen, "--eval: %s: %s", t->eval, why);
-            break;
-        }
-    }
-    if (ret == 0 && got < 0) ret = set_error(err, errlen, "--eval: %s", w2v_reader_error(r));
+    w2v_stream_opts so = {.whole_batches = 1, .part = w2v_dist_rank(), .parts = w2v_dist_size()};
+    char why[1024];
+    int ret = 0;
+    if (w2v_classify_stream(cls, r, t->eval, map, &so, why, sizeof why) < 0)
+        ret = set_error(err, errlen, "--eval: %s", why);
     w2v_classifier_free(cls);
     w2v_reader_close(r);
-    free(labels);
     free(map);
     if (ret < 0) return -1;
     double total[3] = {sums.loss, (double)sums.correct, (double)sums.examples};

@@ -16,11 +16,21 @@
  * w2v_note.  NULL with "DIR: why" in err on failure. */
 w2v_model *w2v_classify_load(const char *dir, char *err, size_t errlen);
 
-/* Checks a stream header against the model: the sample rate must be the
- * model's and every label name of the stream one of the model's (in any
- * order; the stream may have fewer).  Fills map[stream id] = model id for
- * the header's nlabels ids.  0, or -1 with the reason in err. */
-int w2v_classify_check_header(const w2v_config *c, const w2v_header *h, int *map, char *err, size_t errlen);
+/* What a stream's labels must be to a model. */
+typedef enum {
+    W2V_LABELS_SUBSET, /* each one of the model's, in any order (evaluation, prediction) */
+    W2V_LABELS_TRAIN,  /* the model's, in its order; or the model's are HF's
+                        * placeholders LABEL_0, LABEL_1, ..., which the
+                        * stream's replace (training) */
+    W2V_LABELS_ANY,    /* any (the stream's labels make a new model's) */
+} w2v_label_rule;
+
+/* The one check that a stream suits a model: the model's sample rate, and
+ * labels by the rule.  Fills map[stream id] = model id for the header's
+ * nlabels ids (not for W2V_LABELS_ANY: map may be NULL).  0, or -1 with
+ * the reason in err. */
+int w2v_classify_check_header(const w2v_config *c, const w2v_header *h, w2v_label_rule rule, int *map, char *err,
+                              size_t errlen);
 
 /* One example to classify. */
 typedef struct {
@@ -59,6 +69,26 @@ int w2v_classifier_flush(w2v_classifier *c, char *err, size_t errlen);
  * whether the padding is masked. */
 int w2v_classifier_run(w2v_classifier *c, int B, int T, const float *x, const int64_t *lengths,
                        const int64_t *labels, char *const *keys, char *err, size_t errlen);
+
+/* How w2v_classify_stream hands a stream's examples to a classifier. */
+typedef struct {
+    int whole_batches; /* a batches stream's batches run as they are, padding
+                        * and all, as Trainer evaluates (w2v-eval, w2v-train's
+                        * --eval); 0: each example alone, queued by
+                        * w2v_classifier_add (w2v-predict) */
+    int part, parts;   /* only the records i with i % parts == part (MPI
+                        * ranks); parts 0: every record */
+} w2v_stream_opts;
+
+/* The one loop from a stream to the classifier, for w2v-eval, w2v-predict
+ * and w2v-train's evaluation: classifies every example of an open stream
+ * whose header passed w2v_classify_check_header (map: its label ids as the
+ * model's), then flushes the queue.  An example without a label reaches
+ * the callback with label -1: classified, and (the one rule of every
+ * evaluation, as of training's loss) not scored.  0 at the stream's end,
+ * or -1 with err naming the stream (name) and the record or example. */
+int w2v_classify_stream(w2v_classifier *c, w2v_reader *r, const char *name, const int *map, const w2v_stream_opts *o,
+                        char *err, size_t errlen);
 
 /* ---- results as JSON ---- */
 

@@ -143,13 +143,41 @@ for b in recs:
     assert_failure
 }
 
-@test "w2v-eval: unlabelled examples, mismatched streams and empty streams are clear errors" {
+@test "w2v-eval: unlabelled examples are classified, not scored; an all-unlabelled stream is an error" {
     mkcase
-    mkexamples nolabel.stream 16000:0 16000:-1
     mkmodel abcd a,b,c,d 1
-    run w2v-eval -m abcd nolabel.stream
+    mkexamples some.stream 16000:0 16000:-1 16000:2
+    mkexamples all.stream 16000:0 16000:1 16000:2
+    w2v-eval -m abcd -b 1 --json some.json --predictions some.jsonl some.stream
+    w2v-eval -m abcd -b 1 --predictions all.jsonl all.stream
+    "$PY" - <<'PY'
+import json
+some = json.load(open("some.json"))
+assert some["examples"] == 2 and some["unlabelled"] == 1, some
+rows = [json.loads(l) for l in open("some.jsonl")]
+full = [json.loads(l) for l in open("all.jsonl")]
+assert [r["key"] for r in rows] == ["k0", "k1", "k2"], rows
+# k1 is classified (as when labelled: -b 1 runs each example alone) but not scored
+assert rows[1]["label"] == full[1]["label"] and rows[1]["score"] == full[1]["score"], (rows[1], full[1])
+assert "true_label" not in rows[1] and "loss" not in rows[1], rows[1]
+assert [rows[i]["loss"] for i in (0, 2)] == [full[i]["loss"] for i in (0, 2)], (rows, full)
+# the metrics are over the labelled examples alone
+assert abs(some["loss"] - (rows[0]["loss"] + rows[2]["loss"]) / 2) < 1e-6 * some["loss"], some
+assert sum(map(sum, some["confusion"])) == 2, some
+assert some["accuracy"] == sum(r["label"] == r["true_label"] for r in (rows[0], rows[2])) / 2, some
+PY
+    run w2v-eval -m abcd some.stream
+    assert_success
+    assert_output --partial "unlabelled  1  (not scored)"
+    mkexamples none.stream 16000:-1 16000:-1
+    run w2v-eval -m abcd none.stream
     assert_failure 1
-    assert_output --partial "w2v-eval: nolabel.stream: k1: the example has no label"
+    assert_output --partial "w2v-eval: none.stream: no labelled examples (examples without a label are not scored)"
+}
+
+@test "w2v-eval: mismatched streams and empty streams are clear errors" {
+    mkcase
+    mkmodel abcd a,b,c,d 1
     ks-extract --quiet --rate 8000 -o slow.stream m.tsv
     run w2v-eval -m model slow.stream
     assert_failure 1
