@@ -5,6 +5,7 @@
 #include "w2v/corpus.h"
 #include "w2v/digest.h"
 #include "w2v/fs.h"
+#include "w2v/rng.h"
 
 #include <dirent.h>
 #include <errno.h>
@@ -80,30 +81,20 @@ static void *must(void *p)
     return p;
 }
 
-/* ---- random numbers: splitmix64, one independent stream per purpose, so
- * that every clip's draws depend on its own identity only ---- */
+/* ---- random numbers: the library's splitmix64, one independent stream
+ * per purpose, so that every clip's draws depend on its own identity only ---- */
 
 typedef struct { uint64_t s; } rng;
 enum { STREAM_SPEAKER = 1, STREAM_SPEAKER_ID, STREAM_SAY, STREAM_RENDER, STREAM_BACKGROUND,
        STREAM_SILENCE, STREAM_PICK };
 
-static uint64_t mix64(uint64_t z)
-{
-    z = (z ^ (z >> 30)) * 0xbf58476d1ce4e5b9ULL;
-    z = (z ^ (z >> 27)) * 0x94d049bb133111ebULL;
-    return z ^ (z >> 31);
-}
-
 static rng rng_for(uint64_t seed, uint64_t stream, uint64_t a, uint64_t b)
 {
-    rng r = {mix64(mix64(mix64(seed + 0x9e3779b97f4a7c15ULL) ^ stream) ^ a) ^ b};
+    rng r = {w2v_mix64(w2v_mix64(w2v_mix64(seed + W2V_GOLDEN_GAMMA) ^ stream) ^ a) ^ b};
     return r;
 }
 
-static uint64_t rng_next(rng *r)
-{
-    return mix64(r->s += 0x9e3779b97f4a7c15ULL);
-}
+static uint64_t rng_next(rng *r) { return w2v_splitmix64(&r->s); }
 
 static double uniform(rng *r, double lo, double hi)
 {
@@ -451,7 +442,7 @@ static void speaker_ids(speaker *sp, int n, uint64_t seed)
             uint32_t id = (uint32_t)rng_next(&r);
             snprintf(sp[i].id, sizeof sp[i].id, "%08x", id);
             if (w2v_which_set(sp[i].id, 10, 10) != sp[i].set) continue;
-            size_t h = mix64(id) & (size - 1);
+            size_t h = w2v_mix64(id) & (size - 1);
             while (seen[h] && seen[h] != (uint64_t)id + 1) h = (h + 1) & (size - 1);
             if (seen[h]) continue;
             seen[h] = (uint64_t)id + 1;
