@@ -53,16 +53,21 @@ DEBS += $(FUZZ_DEBS)
 
 # BUILD: where objects go (the sanitizer build uses its own).
 BUILD    ?= build
-LIB_SRC  := $(sort $(wildcard lib/*.c))
+# lib/cli.c, the programs' conventions (w2v/cli.h: messages that exit,
+# options, outputs, progress bars), is not part of the library: it makes
+# libw2vcli.a, which the programs, tests and benchmarks link and which is
+# not installed.
+LIB_SRC  := $(filter-out lib/cli.c,$(sort $(wildcard lib/*.c)))
 LIB_OBJ  := $(LIB_SRC:lib/%.c=$(BUILD)/lib/%.o)
+CLI_OBJ  := $(BUILD)/lib/cli.o
 BIN_SRC  := $(sort $(wildcard bin/*.c))
 PROGS    := $(BIN_SRC:bin/%.c=$(BUILD)/bin/%)
 UNIT_SRC := $(sort $(wildcard tests/unit/*.c))
 UNITS    := $(UNIT_SRC:tests/unit/%.c=$(BUILD)/tests/%)
 BENCH_SRC := $(sort $(wildcard bench/*.c))
 BENCHES  := $(BENCH_SRC:bench/%.c=$(BUILD)/bench/%)
-PUBLIC_HEADERS := $(wildcard include/w2v/*.h)
-HEADERS  := $(PUBLIC_HEADERS) $(wildcard lib/*.h)
+PUBLIC_HEADERS := $(filter-out include/w2v/cli.h,$(wildcard include/w2v/*.h))
+HEADERS  := $(wildcard include/w2v/*.h) $(wildcard lib/*.h)
 MAN1     := $(wildcard man/man1/*.1)
 MAN5     := $(wildcard man/man5/*.5)
 
@@ -70,18 +75,20 @@ MAN5     := $(wildcard man/man5/*.5)
 .DELETE_ON_ERROR:
 
 # benchmarks are built too, so that an API change cannot break them unseen
-all: $(BUILD)/libw2v.a $(PROGS) $(UNITS) $(BENCHES)
+all: $(BUILD)/libw2v.a $(BUILD)/libw2vcli.a $(PROGS) $(UNITS) $(BENCHES)
 
 $(BUILD)/lib/%.o: lib/%.c $(HEADERS) | $(BUILD)/lib
 	$(CC) $(ALL_CFLAGS) -c -o $@ $<
 $(BUILD)/libw2v.a: $(LIB_OBJ)
 	rm -f $@ && ar rcs $@ $^
-LINK = $(CC) $(ALL_CFLAGS) -o $@ $< $(BUILD)/libw2v.a $(LDFLAGS) $(LDLIBS)
-$(BUILD)/bin/%: bin/%.c $(BUILD)/libw2v.a $(HEADERS) | $(BUILD)/bin
+$(BUILD)/libw2vcli.a: $(CLI_OBJ)
+	rm -f $@ && ar rcs $@ $^
+LINK = $(CC) $(ALL_CFLAGS) -o $@ $< $(BUILD)/libw2vcli.a $(BUILD)/libw2v.a $(LDFLAGS) $(LDLIBS)
+$(BUILD)/bin/%: bin/%.c $(BUILD)/libw2v.a $(BUILD)/libw2vcli.a $(HEADERS) | $(BUILD)/bin
 	$(LINK)
-$(BUILD)/bench/%: bench/%.c lib/ops.h $(BUILD)/libw2v.a $(HEADERS) | $(BUILD)/bench
+$(BUILD)/bench/%: bench/%.c lib/ops.h $(BUILD)/libw2v.a $(BUILD)/libw2vcli.a $(HEADERS) | $(BUILD)/bench
 	$(LINK) -Ilib
-$(BUILD)/tests/%: tests/unit/%.c tests/unit/unit.h $(BUILD)/libw2v.a $(HEADERS) | $(BUILD)/tests
+$(BUILD)/tests/%: tests/unit/%.c tests/unit/unit.h $(BUILD)/libw2v.a $(BUILD)/libw2vcli.a $(HEADERS) | $(BUILD)/tests
 	$(LINK) -Ilib
 $(BUILD)/lib $(BUILD)/bin $(BUILD)/tests $(BUILD)/bench:
 	mkdir -p $@
@@ -186,7 +193,7 @@ FUZZ_MAKE     = $(MAKE) BUILD=build-fuzz CC=$(FUZZ_CC) \
                 CFLAGS="-O1 -g $(FUZZ_SAN) -fsanitize=fuzzer-no-link -Wno-pass-failed" LDFLAGS="$(FUZZ_SAN)"
 FUZZ_SRC     := $(sort $(wildcard tests/fuzz/fuzz_*.c))
 FUZZERS      := $(FUZZ_SRC:tests/fuzz/%.c=$(BUILD)/fuzz/%)
-$(BUILD)/fuzz/%: tests/fuzz/%.c $(wildcard tests/fuzz/*.h) $(BUILD)/libw2v.a $(HEADERS) | $(BUILD)/fuzz
+$(BUILD)/fuzz/%: tests/fuzz/%.c $(wildcard tests/fuzz/*.h) $(BUILD)/libw2v.a $(BUILD)/libw2vcli.a $(HEADERS) | $(BUILD)/fuzz
 	$(LINK) -fsanitize=fuzzer
 $(BUILD)/fuzz:
 	mkdir -p $@

@@ -120,6 +120,27 @@ static void write_sums(const char *path, const corpus_archive *a)
 
 /* ---- getting and unpacking one archive ---- */
 
+/* A download's progress bar, in MB. */
+typedef struct {
+    w2v_progress bar;
+    const char *name;
+    int drawing;
+} download_bar;
+
+static void on_progress(void *ctx, double done, double total)
+{
+    download_bar *d = ctx;
+    if (done < 0) {
+        w2v_progress_end(&d->bar);
+        d->drawing = 0;
+        return;
+    }
+    if (!d->drawing) w2v_progress_start(&d->bar, d->name, 0);
+    d->drawing = 1;
+    d->bar.total = total / 1e6;
+    w2v_progress_update(&d->bar, done / 1e6, "MB");
+}
+
 /* Returns 1 when it did any work. */
 static int get_archive(const char *dir, corpus_archive *a, const char *sums_path,
                        const w2v_download_options *opt, const corpus_archive *all)
@@ -149,7 +170,11 @@ static int get_archive(const char *dir, corpus_archive *a, const char *sums_path
         char *url = w2v_source_url(a->source, err, sizeof err), hex[W2V_SHA256_HEX];
         if (!url) w2v_die("%s", err);
         w2v_note("%s: fetching %s", path, url);
-        if (w2v_download(url, path, expected, hex, opt, err, sizeof err) < 0) {
+        download_bar bar = {.name = a->archive};
+        w2v_download_options with_bar = *opt;
+        with_bar.progress = on_progress;
+        with_bar.progress_ctx = &bar;
+        if (w2v_download(url, path, expected, hex, &with_bar, err, sizeof err) < 0) {
             if (expected && !a->sha256)
                 w2v_die("%s (the checksum recorded in %s: if the source changed, give %s or "
                         "remove that line)", err, sums_path, a->option);
@@ -452,10 +477,7 @@ int main(int argc, char **argv)
     char *sums_path = w2v_path_join(dir, "SHA256SUMS");
     read_sums(sums_path, a);
     int work = 0;
-    for (int i = 0; i < NARCHIVES; i++) {
-        dl.what = a[i].archive;
-        work |= get_archive(dir, &a[i], sums_path, &dl, a);
-    }
+    for (int i = 0; i < NARCHIVES; i++) work |= get_archive(dir, &a[i], sums_path, &dl, a);
     static const char *const manifests[] = {"train.tsv", "validation.tsv", "test.tsv"};
     int have = 0;
     for (int s = 0; s < 3; s++) {

@@ -1,7 +1,6 @@
 /* Classification with a trained model: stream checks, batching that keeps
  * each example's answer, softmax, top-k and loss. */
 #include "w2v/classify.h"
-#include "w2v/cli.h"
 #include "internal.h"
 #include "ops.h"
 
@@ -9,7 +8,7 @@
 #include <stdlib.h>
 #include <string.h>
 
-static void note(const char *msg) { w2v_note("%s", msg); }
+static void note(const char *msg) { lib_note("%s", msg); }
 
 w2v_model *w2v_classify_load(const char *dir, char *err, size_t errlen)
 {

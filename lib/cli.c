@@ -1,6 +1,5 @@
 /* Shared command-line conventions: messages, options, outputs, progress. */
 #include "w2v/cli.h"
-#include "internal.h"
 #include "w2v/fs.h"
 
 #include <errno.h>
@@ -16,10 +15,19 @@ static const char *prog = "w2v";
 static const char *usage_text = "";
 static int quiet, progress_forced;
 
+/* The library's messages, as the program's own. */
+static void library_message(w2v_message_kind kind, const char *msg)
+{
+    if (kind == W2V_NOTE) w2v_note("%s", msg);
+    else if (kind == W2V_WARNING) w2v_warn("%s", msg);
+    else w2v_die("%s", msg);
+}
+
 void w2v_cli_init(const char *program, const char *usage, char **argv)
 {
     prog = program;
     usage_text = usage;
+    w2v_set_message_fn(library_message);
     /* A parent may have ignored SIGPIPE; restore the default so that a
      * closed pipe ends us quietly, as it does every Unix filter. */
     signal(SIGPIPE, SIG_DFL);
@@ -36,7 +44,6 @@ void w2v_cli_init(const char *program, const char *usage, char **argv)
         /* no /proc: run on with the default policy */
     }
 }
-
 
 static void vmessage(const char *fmt, va_list ap)
 {
@@ -159,7 +166,8 @@ void w2v_write_failed(const char *what)
 
 w2v_output *w2v_output_open(const char *path, int binary)
 {
-    w2v_output *o = xcalloc(1, sizeof *o);
+    w2v_output *o = calloc(1, sizeof *o);
+    if (!o) w2v_die("out of memory");
     char err[512];
     if (!path || !strcmp(path, "-")) {
         if (binary && isatty(STDOUT_FILENO))
@@ -224,13 +232,6 @@ const char *w2v_input_name(const char *path)
 
 /* ---- progress ---- */
 
-double w2v_now(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (double)ts.tv_sec + 1e-9 * (double)ts.tv_nsec;
-}
-
 void w2v_progress_start(w2v_progress *p, const char *what, double total)
 {
     p->what = what;
@@ -269,60 +270,4 @@ void w2v_progress_end(w2v_progress *p)
 {
     if (p->shown && p->last_draw > 0) fputc('\n', stderr);
     p->shown = 0;
-}
-
-/* ---- allocation ---- */
-
-void *xmalloc(size_t n)
-{
-    void *p = malloc(n ? n : 1);
-    if (!p) w2v_die("out of memory (%zu bytes)", n);
-    return p;
-}
-
-void *xcalloc(size_t n, size_t size)
-{
-    void *p = calloc(n ? n : 1, size ? size : 1);
-    if (!p) w2v_die("out of memory (%zu x %zu bytes)", n, size);
-    return p;
-}
-
-void *xrealloc(void *p, size_t n)
-{
-    p = realloc(p, n ? n : 1);
-    if (!p) w2v_die("out of memory (%zu bytes)", n);
-    return p;
-}
-
-char *xstrdup(const char *s)
-{
-    char *d = strdup(s);
-    if (!d) w2v_die("out of memory");
-    return d;
-}
-
-void *xaligned(size_t bytes)
-{
-    bytes = (bytes + 63) / 64 * 64;
-    void *p = aligned_alloc(64, bytes ? bytes : 64);
-    if (!p) w2v_die("out of memory (%zu bytes)", bytes);
-    return p;
-}
-
-float *xalloc_floats(size_t n)
-{
-    float *p = xaligned(n * sizeof(float));
-    memset(p, 0, n * sizeof(float));
-    return p;
-}
-
-int set_error(char *err, size_t len, const char *fmt, ...)
-{
-    if (err && len) {
-        va_list ap;
-        va_start(ap, fmt);
-        vsnprintf(err, len, fmt, ap);
-        va_end(ap);
-    }
-    return -1;
 }

@@ -1,6 +1,5 @@
 /* Resumable, retrying, verified downloads with libcurl. */
 #include "w2v/download.h"
-#include "w2v/cli.h"
 #include "internal.h"
 
 #include <errno.h>
@@ -37,7 +36,7 @@ char *w2v_source_url(const char *source, char *err, size_t errlen)
 typedef struct {
     FILE *fp;
     curl_off_t offset; /* bytes already in the partial file */
-    w2v_progress progress;
+    const w2v_download_options *opt;
 } transfer;
 
 static size_t on_data(char *data, size_t size, size_t n, void *user)
@@ -52,8 +51,9 @@ static int on_progress(void *user, curl_off_t dltotal, curl_off_t dlnow, curl_of
     (void)ultotal;
     (void)ulnow;
     transfer *t = user;
-    if (dltotal > 0) t->progress.total = (double)(t->offset + dltotal) / 1e6;
-    w2v_progress_update(&t->progress, (double)(t->offset + dlnow) / 1e6, "MB");
+    if (t->opt->progress)
+        t->opt->progress(t->opt->progress_ctx, (double)(t->offset + dlnow),
+                         dltotal > 0 ? (double)(t->offset + dltotal) : 0);
     return 0;
 }
 
@@ -64,7 +64,7 @@ static outcome attempt(const char *url, const char *part, const w2v_download_opt
                        char *err, size_t errlen)
 {
     struct stat st;
-    transfer t = {0};
+    transfer t = {.opt = opt};
     t.offset = stat(part, &st) == 0 ? st.st_size : 0;
     t.fp = fopen(part, "ab");
     if (!t.fp) {
@@ -97,9 +97,8 @@ static outcome attempt(const char *url, const char *part, const w2v_download_opt
     curl_easy_setopt(c, CURLOPT_XFERINFOFUNCTION, on_progress);
     curl_easy_setopt(c, CURLOPT_XFERINFODATA, &t);
     if (t.offset > 0) curl_easy_setopt(c, CURLOPT_RESUME_FROM_LARGE, t.offset);
-    w2v_progress_start(&t.progress, opt->what ? opt->what : part, 0);
     CURLcode res = curl_easy_perform(c);
-    w2v_progress_end(&t.progress);
+    if (opt->progress) opt->progress(opt->progress_ctx, -1, 0);
     long code = 0;
     curl_off_t length = -1;
     curl_easy_getinfo(c, CURLINFO_RESPONSE_CODE, &code);
@@ -177,7 +176,7 @@ int w2v_download(const char *url, const char *dest, const char *sha256,
             if (restarts++ == 0) continue;
         }
         if (failures++ >= opt->retries) goto out;
-        w2v_note("%s; retrying in %g s", err, delay);
+        lib_note("%s; retrying in %g s", err, delay);
         pause_seconds(delay);
         delay = delay * 2 > 60 ? 60 : delay * 2;
     }

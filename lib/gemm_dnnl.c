@@ -29,7 +29,6 @@
  * matmul_run(), nothing outside this file. */
 #include "ops.h"
 #include "internal.h"
-#include "w2v/cli.h"
 #include "w2v/threads.h"
 
 #include <dnnl.h>
@@ -112,7 +111,7 @@ int gemm_bf16_requested(void)
     int ok = gemm_bf16_available();
     static int noted;
     if (!ok && !__atomic_exchange_n(&noted, 1, __ATOMIC_RELAXED))
-        w2v_note("bf16 asked for, but this CPU has no avx512_bf16 (oneDNN's ISA query): the products run in fp32");
+        lib_note("bf16 asked for, but this CPU has no avx512_bf16 (oneDNN's ISA query): the products run in fp32");
     return ok;
 }
 

@@ -10,7 +10,7 @@
 #error "w2vtools stores little-endian data and assumes a little-endian host"
 #endif
 
-/* Allocation that cannot fail: out of memory is fatal for every program. */
+/* Allocation that cannot fail: out of memory is fatal (lib/base.c). */
 void *xmalloc(size_t n);
 void *xcalloc(size_t n, size_t size);
 void *xrealloc(void *p, size_t n);
@@ -18,6 +18,10 @@ char *xstrdup(const char *s);
 /* 64-byte aligned; free with free().  xalloc_floats zeroes. */
 void *xaligned(size_t bytes);
 float *xalloc_floats(size_t n);
+
+/* The library's notes and warnings, to the message function (w2v/base.h). */
+void lib_note(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
+void lib_warn(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
 
 /* printf into an error buffer of len bytes (NULL is allowed); returns -1. */
 int set_error(char *err, size_t len, const char *fmt, ...) __attribute__((format(printf, 3, 4)));

@@ -53,7 +53,7 @@ void gemm(int ta, int tb, int M, int N, int K, float alpha, const float *A, int 
  * query, which DNNL_MAX_CPU_ISA=AVX512_CORE lowers, for tests). */
 int gemm_bf16_available(void);
 /* The same for a pass that asks for bf16: where the CPU cannot, says so
- * once (w2v_note) and returns 0: the products run in fp32. */
+ * once (lib_note) and returns 0: the products run in fp32. */
 int gemm_bf16_requested(void);
 /* gemm() in bf16: operands rounded to bf16 (those inside w's block from its
  * kept copy), fp32 accumulation.  0, or -1 when oneDNN could not make the

@@ -4,7 +4,7 @@
 #include "w2v/trainer.h"
 #include "w2v/classify.h"
 #include "w2v/dist.h"
-#include "w2v/cli.h"
+#include "w2v/base.h"
 #include "w2v/fs.h"
 #include "internal.h"
 
@@ -166,7 +166,7 @@ static void rotate_checkpoints(const w2v_trainer *t)
     for (size_t i = (size_t)t->o.save_total_limit; i < n; i++) {
         char *path = checkpoint_path(t, steps[i]);
         if ((!t->s.best_checkpoint || strcmp(path, t->s.best_checkpoint)) && w2v_remove_tree(path, NULL, 0) != 0)
-            w2v_warn("%s: could not remove: %s", path, strerror(errno));
+            lib_warn("%s: could not remove: %s", path, strerror(errno));
         free(path);
     }
     free(steps);

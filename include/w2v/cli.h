@@ -11,6 +11,7 @@
 #include <stdio.h>
 #include <stdarg.h>
 
+#include "w2v/base.h"
 #include "w2v/threads.h"
 
 /* Options every program accepts; the ids are above any single character. */
@@ -71,8 +72,5 @@ typedef struct {
 void w2v_progress_start(w2v_progress *p, const char *what, double total);
 void w2v_progress_update(w2v_progress *p, double done, const char *extra);
 void w2v_progress_end(w2v_progress *p);
-
-/* Seconds from a monotonic clock. */
-double w2v_now(void);
 
 #endif

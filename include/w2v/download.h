@@ -8,7 +8,11 @@
 typedef struct {
     int retries;        /* further attempts after a failed one */
     double retry_delay; /* seconds before the first retry, doubled for each next (at most 60) */
-    const char *what;   /* name shown on the progress bar */
+    /* Called as data arrive, with the bytes the partial file holds (what
+     * an earlier attempt left included) and the whole size (0 while
+     * unknown), and once with done < 0 when an attempt ends.  NULL: none. */
+    void (*progress)(void *ctx, double done, double total);
+    void *progress_ctx;
 } w2v_download_options;
 
 /* The URL that source names: a URL with a scheme (http, https, ftp, file)

@@ -12,6 +12,10 @@ load helpers
     others=$(nm -g --defined-only "$lib" | awk 'NF == 3 && $3 !~ /^w2v_/ {print $3}')
     [ -z "$others" ] || fail "globals outside the w2v_ API: $others"
     nm -g --defined-only "$lib" | grep -q ' T w2v_model_forward$'
+    # the programs' side (lib/cli.c: messages that exit, outputs) is not installed
+    [ ! -e "$T/root/usr/include/w2v/cli.h" ] || fail "w2v/cli.h is installed"
+    ! nm -g --defined-only "$lib" | grep -E ' T w2v_(die|cli_init|output_open)$' || fail "cli.c is in the installed archive"
+    nm -g --defined-only "$lib" | grep -q ' T w2v_set_message_fn$'
     cat > prog.c <<'C'
 #include <stdio.h>
 #include <w2v/model.h>
