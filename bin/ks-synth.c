@@ -1002,7 +1002,7 @@ int main(int argc, char **argv)
     if (fflush(stdout) != 0) w2v_write_failed("stdout");
     double t_archives = w2v_now() - t1;
 
-    if (rename(tmpdir, output) != 0) w2v_die("%s: cannot rename into place: %s", output, strerror(errno));
+    if (w2v_replace_dir(tmpdir, output, err, sizeof err) < 0) w2v_die("%s", err);
     free(tmpdir);
     tmpdir = NULL;
 

@@ -35,14 +35,8 @@ static int copy_file_into(struct archive *a, const char *path, char *buf, size_t
 int w2v_tar_write(const char *archive, const w2v_tar_member *members, size_t n,
                   long long mtime, char *err, size_t errlen)
 {
-    char *tmp = xmalloc(strlen(archive) + 32);
-    sprintf(tmp, "%s.tmp.%ld", archive, (long)getpid());
-    int fd = open(tmp, O_WRONLY | O_CREAT | O_TRUNC, 0644);
-    if (fd < 0) {
-        set_error(err, errlen, "%s: cannot create: %s", archive, strerror(errno));
-        free(tmp);
-        return -1;
-    }
+    w2v_atomic_file f;
+    if (w2v_atomic_open(&f, archive, err, errlen) < 0) return -1;
     struct archive *a = archive_write_new();
     int ret = -1;
     enum { BUF = 1 << 16 };
@@ -51,7 +45,7 @@ int w2v_tar_write(const char *archive, const w2v_tar_member *members, size_t n,
         archive_write_set_filter_option(a, "gzip", "timestamp", NULL) != ARCHIVE_OK ||
         archive_write_set_filter_option(a, "gzip", "compression-level", "1") != ARCHIVE_OK ||
         archive_write_set_format_ustar(a) != ARCHIVE_OK ||
-        archive_write_open_fd(a, fd) != ARCHIVE_OK) {
+        archive_write_open_fd(a, fileno(f.fp)) != ARCHIVE_OK) {
         set_error(err, errlen, "%s: %s", archive, archive_error_string(a));
         goto out;
     }
@@ -93,15 +87,9 @@ int w2v_tar_write(const char *archive, const w2v_tar_member *members, size_t n,
 out:
     archive_write_free(a);
     free(buf);
-    if (ret == 0 && fsync(fd) != 0)
-        ret = set_error(err, errlen, "%s: write failed: %s", archive, strerror(errno));
-    if (close(fd) != 0 && ret == 0)
-        ret = set_error(err, errlen, "%s: write failed: %s", archive, strerror(errno));
-    if (ret == 0 && rename(tmp, archive) != 0)
-        ret = set_error(err, errlen, "%s: cannot rename into place: %s", archive, strerror(errno));
-    if (ret != 0) unlink(tmp);
-    free(tmp);
-    return ret;
+    if (ret == 0) return w2v_atomic_commit(&f, 1, err, errlen);
+    w2v_atomic_commit(&f, 0, NULL, 0);
+    return -1;
 }
 
 /* ---- unpacking ---- */
@@ -209,8 +197,7 @@ long w2v_archive_extract(const char *archive, const char *dest, char *err, size_
         count = set_error(err, errlen, "cannot return to the working directory: %s", strerror(errno));
         goto out;
     }
-    if (count >= 0 && rename(tmp, dest) != 0)
-        count = set_error(err, errlen, "%s: cannot rename into place: %s", dest, strerror(errno));
+    if (count >= 0 && w2v_commit_rename(tmp, dest, err, errlen) < 0) count = -1;
 out:
     if (cwd >= 0) close(cwd);
     archive_read_free(in);

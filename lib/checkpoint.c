@@ -207,9 +207,11 @@ w2v_model *w2v_model_load(const char *dir, w2v_note_fn note, char *err, size_t e
     return w2v_model_load_labels(dir, 0, NULL, note, err, errlen);
 }
 
+/* Each file is written atomically, the weights first and config.json
+ * last (w2v_config_save), so that a directory with a config.json holds a
+ * whole model even when a run is killed among the files. */
 int w2v_model_write_files(const w2v_model *m, const char *dir, char *err, size_t errlen)
 {
-    if (w2v_config_save(w2v_model_config(m), dir, err, errlen) < 0) return -1;
     w2v_st_writer *w = w2v_st_writer_new();
     w2v_st_add_metadata(w, "format", "pt");
     const float *block = w2v_model_params((w2v_model *)m, NULL);
@@ -221,7 +223,7 @@ int w2v_model_write_files(const w2v_model *m, const char *dir, char *err, size_t
     int ret = w2v_st_write(w, path, err, errlen);
     free(path);
     w2v_st_writer_free(w);
-    return ret;
+    return ret < 0 ? -1 : w2v_config_save(w2v_model_config(m), dir, err, errlen);
 }
 
 int w2v_model_save(const w2v_model *m, const char *dir, char *err, size_t errlen)

@@ -670,8 +670,10 @@ int w2v_config_save(const w2v_config *c, const char *dir, char *err, size_t errl
     json_object_set_new(p, "sampling_rate", json_integer(c->sampling_rate));
     json_object_set_new(p, "do_normalize", json_boolean(c->do_normalize));
     json_object_set_new(p, "return_attention_mask", json_boolean(c->return_attention_mask));
-    int ret = save_json(o, dir, "config.json", err, errlen);
-    if (ret == 0) ret = save_json(p, dir, "preprocessor_config.json", err, errlen);
+    /* config.json last: its presence says the directory is whole (see
+     * w2v_model_write_files) */
+    int ret = save_json(p, dir, "preprocessor_config.json", err, errlen);
+    if (ret == 0) ret = save_json(o, dir, "config.json", err, errlen);
     json_decref(o);
     json_decref(p);
     return ret;

@@ -1,5 +1,6 @@
 /* Resumable, retrying, verified downloads with libcurl. */
 #include "w2v/download.h"
+#include "w2v/fs.h"
 #include "internal.h"
 
 #include <errno.h>
@@ -187,10 +188,7 @@ int w2v_download(const char *url, const char *dest, const char *sha256,
         unlink(part);
         goto out;
     }
-    if (rename(part, dest) != 0) {
-        set_error(err, errlen, "%s: cannot rename into place: %s", dest, strerror(errno));
-        goto out;
-    }
+    if (w2v_commit_rename(part, dest, err, errlen) < 0) goto out;
     ret = 0;
 out:
     free(part);

@@ -5,6 +5,7 @@
 
 #include <dirent.h>
 #include <errno.h>
+#include <fcntl.h>
 #include <signal.h>
 #include <ftw.h>
 #include <stdio.h>
@@ -12,6 +13,31 @@
 #include <string.h>
 #include <sys/stat.h>
 #include <unistd.h>
+
+/* fsync of a file or directory by name; EINVAL: a file system that
+ * cannot (a pipe, some FUSE mounts), which is no error. */
+static int sync_path(const char *path)
+{
+    int fd = open(path, O_RDONLY | O_CLOEXEC);
+    if (fd < 0) return -1;
+    int ret = fsync(fd) != 0 && errno != EINVAL ? -1 : 0, e = errno;
+    close(fd);
+    errno = e;
+    return ret;
+}
+
+int w2v_commit_rename(const char *tmp, const char *path, char *err, size_t errlen)
+{
+    if (sync_path(tmp) != 0) return set_error(err, errlen, "%s: write failed: %s", path, strerror(errno));
+    if (rename(tmp, path) != 0) return set_error(err, errlen, "%s: cannot rename into place: %s", path, strerror(errno));
+    /* the rename itself lasts once the directory holding it is on disk */
+    char *dir = xstrdup(path), *slash = strrchr(dir, '/');
+    if (slash == dir) slash[1] = 0;
+    else if (slash) *slash = 0;
+    int ret = sync_path(slash ? dir : ".");
+    free(dir);
+    return ret != 0 ? set_error(err, errlen, "%s: cannot sync its directory: %s", path, strerror(errno)) : 0;
+}
 
 int w2v_atomic_open(w2v_atomic_file *f, const char *path, char *err, size_t errlen)
 {
@@ -34,16 +60,13 @@ int w2v_atomic_commit(w2v_atomic_file *f, int ok, char *err, size_t errlen)
     int e = 0;
     if (!ok) e = errno ? errno : EIO;
     if (!e && fflush(f->fp) != 0) e = errno;
-    if (!e && fsync(fileno(f->fp)) != 0 && errno != EINVAL) e = errno;
     if (fclose(f->fp) != 0 && !e) e = errno;
-    if (!e && rename(f->tmp, f->path) != 0) e = errno;
-    if (e) {
-        unlink(f->tmp);
-        set_error(err, errlen, "%s: write failed: %s", f->path, strerror(e));
-    }
+    int ret = e ? set_error(err, errlen, "%s: write failed: %s", f->path, strerror(e))
+                : w2v_commit_rename(f->tmp, f->path, err, errlen);
+    if (ret < 0) unlink(f->tmp);
     free(f->path);
     free(f->tmp);
-    return e ? -1 : 0;
+    return ret;
 }
 
 int w2v_atomic_write_text(const char *path, const char *text, char *err, size_t errlen)
@@ -66,10 +89,8 @@ int w2v_replace_dir(const char *src, const char *dst, char *err, size_t errlen)
         free(old);
         return -1;
     }
-    if (rename(src, dst) != 0) {
-        int e = errno;
+    if (w2v_commit_rename(src, dst, err, errlen) < 0) {
         if (had) rename(old, dst);
-        set_error(err, errlen, "%s: cannot rename into place: %s", dst, strerror(e));
         free(old);
         return -1;
     }

@@ -11,7 +11,12 @@ typedef struct {
     char *path, *tmp;
 } w2v_atomic_file;
 
-/* 0, or -1 with "PATH: why" in err. */
+/* The last step of every atomic write, file or directory: fsync tmp (a
+ * file, or a directory whose files are synced already), rename it to path,
+ * fsync the directory that holds path.  0, or -1 with err set (tmp is left
+ * to the caller). */
+int w2v_commit_rename(const char *tmp, const char *path, char *err, size_t errlen);
+/* PATH.tmp.PID opened for writing.  0, or -1 with "PATH: why" in err. */
 int w2v_atomic_open(w2v_atomic_file *f, const char *path, char *err, size_t errlen);
 /* ok != 0: flush, fsync, close and rename into place; otherwise (or when any
  * of that fails) remove the temporary file.  0, or -1 with the error. */
@@ -19,8 +24,9 @@ int w2v_atomic_commit(w2v_atomic_file *f, int ok, char *err, size_t errlen);
 /* Writes a whole text buffer atomically. */
 int w2v_atomic_write_text(const char *path, const char *text, char *err, size_t errlen);
 
-/* Replaces directory dst by src (a complete temporary directory beside it):
- * an older dst is moved aside and removed after the rename. */
+/* Replaces directory dst by src (a complete temporary directory beside it,
+ * its files written atomically): an older dst is moved aside and removed
+ * after the rename. */
 int w2v_replace_dir(const char *src, const char *dst, char *err, size_t errlen);
 /* "dir/name" in a new string (free it); dir NULL or "" gives name. */
 char *w2v_path_join(const char *dir, const char *name);

@@ -153,7 +153,9 @@ sys.stdout.buffer.write(b"".join(msgpack.packb(m) for m in maps[:6]))' "$DATA/tr
             done
             "$PY" -c 'import json, sys; json.load(open(sys.argv[1]))' "$c/trainer_state.json" || fail "$c: bad state"
         done
-        [ ! -e cut/model.safetensors ] || [ -s cut/config.json ]
+        # the final model: config.json is written last, so with it the rest
+        [ ! -e cut/config.json ] || { [ -s cut/model.safetensors ] && [ -s cut/preprocessor_config.json ]; } ||
+            fail "cut/config.json without the model after kill $k"
     done
     newest=$(ls -d cut/checkpoint-* | sort -t- -k2 -n | tail -1)
     w2v-train --resume "$newest" -o cut "${opts[@]}" "$DATA/train.b"
