@@ -15,16 +15,16 @@ void conv_declare(param_walk *w, conv_params *p, const w2v_config *c)
     double bias_init = c->family == W2V_HUBERT ? 0 : 1;
     for (int l = 0; l < c->num_conv_layers; l++) {
         int cin = l ? c->conv_dim[l - 1] : 1, cout = c->conv_dim[l], k = c->conv_kernel[l];
-        param_add(w, &p->w[l], INIT_KAIMING_NORMAL, sqrt(2.0 / (cin * k)), 1, 1, 3, cout, cin, k,
+        param_add(w, &p->w[l], INIT_KAIMING_NORMAL, sqrt(2.0 / (cin * k)), 1, 1, 3, cout, cin, k, 0,
                   "%s.feature_extractor.conv_layers.%d.conv.weight", pre, l);
         if (c->conv_bias)
-            param_add(w, &p->b[l], INIT_UNIFORM, bias_init / sqrt(cin * k), 0, 1, 1, cout, 0, 0,
+            param_add(w, &p->b[l], INIT_UNIFORM, bias_init / sqrt(cin * k), 0, 1, 1, cout, 0, 0, 0,
                       "%s.feature_extractor.conv_layers.%d.conv.bias", pre, l);
         if (c->feat_extract_norm_layer || l == 0) {
             /* a GroupNorm weight decays, a LayerNorm weight does not */
-            param_add(w, &p->norm_w[l], INIT_ONE, 0, !c->feat_extract_norm_layer, 1, 1, cout, 0, 0,
+            param_add(w, &p->norm_w[l], INIT_ONE, 0, !c->feat_extract_norm_layer, 1, 1, cout, 0, 0, 0,
                       "%s.feature_extractor.conv_layers.%d.layer_norm.weight", pre, l);
-            param_add(w, &p->norm_b[l], INIT_ZERO, 0, 0, 1, 1, cout, 0, 0,
+            param_add(w, &p->norm_b[l], INIT_ZERO, 0, 0, 1, 1, cout, 0, 0, 0,
                       "%s.feature_extractor.conv_layers.%d.layer_norm.bias", pre, l);
         }
     }

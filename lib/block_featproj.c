@@ -11,7 +11,7 @@
 void featproj_declare_masked_spec_embed(param_walk *w, featproj_params *p, const w2v_config *c)
 {
     if (w2v_config_has_masked_spec_embed(c))
-        param_add(w, &p->masked_spec_embed, INIT_UNIFORM01, 0, 1, 0, 1, c->hidden_size, 0, 0, "%s.masked_spec_embed",
+        param_add(w, &p->masked_spec_embed, INIT_UNIFORM01, 0, 1, 0, 1, c->hidden_size, 0, 0, 0, "%s.masked_spec_embed",
                   w2v_config_prefix(c));
 }
 
@@ -20,14 +20,14 @@ void featproj_declare(param_walk *w, featproj_params *p, const w2v_config *c)
     int C = c->conv_dim[c->num_conv_layers - 1], H = c->hidden_size;
     const char *pre = w2v_config_prefix(c);
     if (c->feat_proj_layer_norm) {
-        param_add(w, &p->ln_w, INIT_ONE, 0, 0, 0, 1, C, 0, 0, "%s.feature_projection.layer_norm.weight", pre);
-        param_add(w, &p->ln_b, INIT_ZERO, 0, 0, 0, 1, C, 0, 0, "%s.feature_projection.layer_norm.bias", pre);
+        param_add(w, &p->ln_w, INIT_ONE, 0, 0, 0, 1, C, 0, 0, 0, "%s.feature_projection.layer_norm.weight", pre);
+        param_add(w, &p->ln_b, INIT_ZERO, 0, 0, 0, 1, C, 0, 0, 0, "%s.feature_projection.layer_norm.bias", pre);
     }
     /* HuBERT's _init_weights takes the projection for any Linear */
     int hubert = c->family == W2V_HUBERT;
     param_add(w, &p->w, hubert ? INIT_NORMAL : INIT_UNIFORM, hubert ? c->initializer_range : 1.0 / sqrt(C), 1, 0, 2, H,
-              C, 0, "%s.feature_projection.projection.weight", pre);
-    param_add(w, &p->b, hubert ? INIT_ZERO : INIT_UNIFORM, 1.0 / sqrt(C), 0, 0, 1, H, 0, 0,
+              C, 0, 0, "%s.feature_projection.projection.weight", pre);
+    param_add(w, &p->b, hubert ? INIT_ZERO : INIT_UNIFORM, 1.0 / sqrt(C), 0, 0, 1, H, 0, 0, 0,
               "%s.feature_projection.projection.bias", pre);
 }
 

@@ -8,17 +8,17 @@ void head_declare_layer_weights(param_walk *w, head_params *p, const w2v_config 
 {
     int L = c->num_hidden_layers;
     if (c->use_weighted_layer_sum)
-        param_add(w, &p->layer_weights, INIT_CONST, 1.0 / (L + 1), 1, 0, 1, L + 1, 0, 0, "layer_weights");
+        param_add(w, &p->layer_weights, INIT_CONST, 1.0 / (L + 1), 1, 0, 1, L + 1, 0, 0, 0, "layer_weights");
 }
 
 void head_declare(param_walk *w, head_params *p, const w2v_config *c)
 {
     int H = c->hidden_size, P = c->classifier_proj_size, N = c->num_labels;
     double std = c->initializer_range;
-    param_add(w, &p->proj_w, INIT_NORMAL, std, 1, 0, 2, P, H, 0, "projector.weight");
-    param_add(w, &p->proj_b, INIT_ZERO, 0, 0, 0, 1, P, 0, 0, "projector.bias");
-    param_add(w, &p->cls_w, INIT_NORMAL, std, 1, 0, 2, N, P, 0, "classifier.weight");
-    param_add(w, &p->cls_b, INIT_ZERO, 0, 0, 0, 1, N, 0, 0, "classifier.bias");
+    param_add(w, &p->proj_w, INIT_NORMAL, std, 1, 0, 2, P, H, 0, 0, "projector.weight");
+    param_add(w, &p->proj_b, INIT_ZERO, 0, 0, 0, 1, P, 0, 0, 0, "projector.bias");
+    param_add(w, &p->cls_w, INIT_NORMAL, std, 1, 0, 2, N, P, 0, 0, "classifier.weight");
+    param_add(w, &p->cls_b, INIT_ZERO, 0, 0, 0, 1, N, 0, 0, 0, "classifier.bias");
 }
 
 void head_layout(const block_run *r, arena *ar, head_acts *a, arena *gr, head_grads *d)

@@ -2,38 +2,63 @@
  *   post-LN: res1 = x + attention(x);  ln1 = LN1(res1);  out = LN2(ln1 + FFN(ln1))
  *   pre-LN:  res1 = x + attention(LN1(x));  out = res1 + FFN(LN2(res1))
  * with dropout on the attention's probabilities, on out_proj's and
- * output_dense's outputs (hidden) and after the FFN's GELU (activation). */
+ * output_dense's outputs (hidden) and after the FFN's GELU (activation).
+ * WavLM adds to each head's scores the relative position bias of layer 0's
+ * embedding (one for the batch, block_run's pos_bias), scaled per query
+ * frame by a gate computed from the attention's input:
+ *   gate[b, t, h] = sa (sb c[h] - 1) + 2,  sa, sb = sigmoid of the sums of
+ *   the two halves of gru_rel_pos_linear(head h's slice of the input) */
 #include "blocks.h"
 
 #include <math.h>
+#include <stdio.h>
+
+static int wavlm(const w2v_config *c) { return c->family == W2V_WAVLM; }
 
 void layer_declare(param_walk *w, layer_params *p, const w2v_config *c, int i)
 {
-    int H = c->hidden_size, I = c->intermediate_size;
+    int H = c->hidden_size, I = c->intermediate_size, nh = c->num_attention_heads;
     double std = c->initializer_range;
-    const char *pre = w2v_config_prefix(c);
-    param_add(w, &p->k_w, INIT_NORMAL, std, 1, 0, 2, H, H, 0, "%s.encoder.layers.%d.attention.k_proj.weight", pre, i);
-    param_add(w, &p->k_b, INIT_ZERO, 0, 0, 0, 1, H, 0, 0, "%s.encoder.layers.%d.attention.k_proj.bias", pre, i);
-    param_add(w, &p->v_w, INIT_NORMAL, std, 1, 0, 2, H, H, 0, "%s.encoder.layers.%d.attention.v_proj.weight", pre, i);
-    param_add(w, &p->v_b, INIT_ZERO, 0, 0, 0, 1, H, 0, 0, "%s.encoder.layers.%d.attention.v_proj.bias", pre, i);
-    param_add(w, &p->q_w, INIT_NORMAL, std, 1, 0, 2, H, H, 0, "%s.encoder.layers.%d.attention.q_proj.weight", pre, i);
-    param_add(w, &p->q_b, INIT_ZERO, 0, 0, 0, 1, H, 0, 0, "%s.encoder.layers.%d.attention.q_proj.bias", pre, i);
-    param_add(w, &p->o_w, INIT_NORMAL, std, 1, 0, 2, H, H, 0, "%s.encoder.layers.%d.attention.out_proj.weight", pre, i);
-    param_add(w, &p->o_b, INIT_ZERO, 0, 0, 0, 1, H, 0, 0, "%s.encoder.layers.%d.attention.out_proj.bias", pre, i);
-    param_add(w, &p->ln1_w, INIT_ONE, 0, 0, 0, 1, H, 0, 0, "%s.encoder.layers.%d.layer_norm.weight", pre, i);
-    param_add(w, &p->ln1_b, INIT_ZERO, 0, 0, 0, 1, H, 0, 0, "%s.encoder.layers.%d.layer_norm.bias", pre, i);
-    param_add(w, &p->ff1_w, INIT_NORMAL, std, 1, 0, 2, I, H, 0, "%s.encoder.layers.%d.feed_forward.intermediate_dense.weight", pre, i);
-    param_add(w, &p->ff1_b, INIT_ZERO, 0, 0, 0, 1, I, 0, 0, "%s.encoder.layers.%d.feed_forward.intermediate_dense.bias", pre, i);
-    param_add(w, &p->ff2_w, INIT_NORMAL, std, 1, 0, 2, H, I, 0, "%s.encoder.layers.%d.feed_forward.output_dense.weight", pre, i);
-    param_add(w, &p->ff2_b, INIT_ZERO, 0, 0, 0, 1, H, 0, 0, "%s.encoder.layers.%d.feed_forward.output_dense.bias", pre, i);
-    param_add(w, &p->ln2_w, INIT_ONE, 0, 0, 0, 1, H, 0, 0, "%s.encoder.layers.%d.final_layer_norm.weight", pre, i);
-    param_add(w, &p->ln2_b, INIT_ZERO, 0, 0, 0, 1, H, 0, 0, "%s.encoder.layers.%d.final_layer_norm.bias", pre, i);
+    char at[128]; /* the layer's names start so */
+    snprintf(at, sizeof at, "%s.encoder.layers.%d", w2v_config_prefix(c), i);
+    /* WavLM's attention: its own parameter first, as named_parameters() gives it */
+    if (wavlm(c))
+        param_add(w, &p->gate_const, INIT_ONE, 0, 1, 0, 4, 1, nh, 1, 1, "%s.attention.gru_rel_pos_const", at);
+    param_add(w, &p->k_w, INIT_NORMAL, std, 1, 0, 2, H, H, 0, 0, "%s.attention.k_proj.weight", at);
+    param_add(w, &p->k_b, INIT_ZERO, 0, 0, 0, 1, H, 0, 0, 0, "%s.attention.k_proj.bias", at);
+    param_add(w, &p->v_w, INIT_NORMAL, std, 1, 0, 2, H, H, 0, 0, "%s.attention.v_proj.weight", at);
+    param_add(w, &p->v_b, INIT_ZERO, 0, 0, 0, 1, H, 0, 0, 0, "%s.attention.v_proj.bias", at);
+    param_add(w, &p->q_w, INIT_NORMAL, std, 1, 0, 2, H, H, 0, 0, "%s.attention.q_proj.weight", at);
+    param_add(w, &p->q_b, INIT_ZERO, 0, 0, 0, 1, H, 0, 0, 0, "%s.attention.q_proj.bias", at);
+    param_add(w, &p->o_w, INIT_NORMAL, std, 1, 0, 2, H, H, 0, 0, "%s.attention.out_proj.weight", at);
+    param_add(w, &p->o_b, INIT_ZERO, 0, 0, 0, 1, H, 0, 0, 0, "%s.attention.out_proj.bias", at);
+    if (wavlm(c)) {
+        param_add(w, &p->gate_w, INIT_NORMAL, std, 1, 0, 2, 8, H / nh, 0, 0, "%s.attention.gru_rel_pos_linear.weight", at);
+        param_add(w, &p->gate_b, INIT_ZERO, 0, 0, 0, 1, 8, 0, 0, 0, "%s.attention.gru_rel_pos_linear.bias", at);
+        /* nn.Embedding, which _init_weights leaves at torch's N(0, 1) */
+        if (i == 0)
+            param_add(w, &p->rel_embed, INIT_NORMAL, 1, 1, 0, 2, c->num_buckets, nh, 0, 0,
+                      "%s.attention.rel_attn_embed.weight", at);
+    }
+    param_add(w, &p->ln1_w, INIT_ONE, 0, 0, 0, 1, H, 0, 0, 0, "%s.layer_norm.weight", at);
+    param_add(w, &p->ln1_b, INIT_ZERO, 0, 0, 0, 1, H, 0, 0, 0, "%s.layer_norm.bias", at);
+    param_add(w, &p->ff1_w, INIT_NORMAL, std, 1, 0, 2, I, H, 0, 0, "%s.feed_forward.intermediate_dense.weight", at);
+    param_add(w, &p->ff1_b, INIT_ZERO, 0, 0, 0, 1, I, 0, 0, 0, "%s.feed_forward.intermediate_dense.bias", at);
+    param_add(w, &p->ff2_w, INIT_NORMAL, std, 1, 0, 2, H, I, 0, 0, "%s.feed_forward.output_dense.weight", at);
+    param_add(w, &p->ff2_b, INIT_ZERO, 0, 0, 0, 1, H, 0, 0, 0, "%s.feed_forward.output_dense.bias", at);
+    param_add(w, &p->ln2_w, INIT_ONE, 0, 0, 0, 1, H, 0, 0, 0, "%s.final_layer_norm.weight", at);
+    param_add(w, &p->ln2_b, INIT_ZERO, 0, 0, 0, 1, H, 0, 0, 0, "%s.final_layer_norm.bias", at);
+}
+
+void layer_bias_forward(const w2v_config *c, const layer_params *first, float *bias, int F)
+{
+    relpos_bias_forward(bias, first->rel_embed, F, c->num_attention_heads, c->num_buckets, c->max_bucket_distance);
 }
 
 void layer_layout(const block_run *r, arena *ar, layer_acts *a, arena *gr, layer_grads *d)
 {
     const w2v_config *c = r->cfg;
-    long F = r->F, FH = F * c->hidden_size, FI = F * c->intermediate_size;
+    long F = r->F, FH = F * c->hidden_size, FI = F * c->intermediate_size, FN = F * c->num_attention_heads;
     a->ln1 = arena_take(ar, FH);
     a->ln1_mean = arena_take(ar, F);
     a->ln1_rstd = arena_take(ar, F);
@@ -41,6 +66,8 @@ void layer_layout(const block_run *r, arena *ar, layer_acts *a, arena *gr, layer
     a->k = arena_take(ar, FH);
     a->v = arena_take(ar, FH);
     a->probs = arena_take(ar, c->num_attention_heads * F * F);
+    a->gl = wavlm(c) ? arena_take(ar, FN * 8) : NULL;
+    a->gate = wavlm(c) ? arena_take(ar, FN) : NULL;
     a->ctx = arena_take(ar, FH);
     a->attn = arena_take(ar, FH);
     a->res1 = arena_take(ar, FH);
@@ -64,6 +91,9 @@ void layer_layout(const block_run *r, arena *ar, layer_acts *a, arena *gr, layer
     d->q = arena_take(gr, FH);
     d->k = arena_take(gr, FH);
     d->v = arena_take(gr, FH);
+    d->gl = wavlm(c) ? arena_take(gr, FN * 8) : NULL;
+    d->gate = wavlm(c) ? arena_take(gr, FN) : NULL;
+    d->bias = wavlm(c) ? arena_take(gr, FN * F) : NULL;
     d->all = arena_span(gr, from);
 }
 
@@ -85,7 +115,9 @@ void layer_forward(const block_run *r, int i, const layer_params *w, layer_acts 
     for (long j = 0; j < n; j++) la->q[j] *= scale; /* HF scales after the bias */
     linear_forward(la->k, xin, w->k_w, w->k_b, (int)BF, H, H);
     linear_forward(la->v, xin, w->v_w, w->v_b, (int)BF, H, H);
-    attention_forward(la->ctx, la->probs, la->q, la->k, la->v, r->valid, B, F, H, nh, r->p_attn,
+    attn_bias rb = {r->pos_bias, la->gate, NULL, NULL};
+    if (wavlm(c)) relgate_forward(la->gate, la->gl, xin, w->gate_w, w->gate_b, w->gate_const, (int)BF, nh, H / nh);
+    attention_forward(la->ctx, la->probs, la->q, la->k, la->v, r->valid, wavlm(c) ? &rb : NULL, B, F, H, nh, r->p_attn,
                       site_key(r->key, SITE_ATTN, i), r->first, r->scratch);
     linear_forward(la->attn, la->ctx, w->o_w, w->o_b, (int)BF, H, H);
     dropout_forward(la->attn, la->attn, n, r->p_hidden, site_key(r->key, SITE_ATTN_OUT, i), batch_offset(r, n));
@@ -147,13 +179,20 @@ void layer_backward(const block_run *r, int i, const layer_params *p, layer_para
     /* the attention: dx holds d res1, which is d x through the residual */
     dropout_backward(d->attn, dx, n, r->p_hidden, site_key(r->key, SITE_ATTN_OUT, i), batch_offset(r, n));
     linear_backward(d->ctx, g->o_w, g->o_b, d->attn, a->ctx, p->o_w, BF, H, H);
-    attention_backward(d->q, d->k, d->v, d->ctx, a->probs, a->q, a->k, a->v, B, F, H, nh, r->p_attn,
-                       site_key(r->key, SITE_ATTN, i), r->first, r->scratch);
+    attn_bias rb = {r->pos_bias, a->gate, d->bias, d->gate};
+    attention_backward(d->q, d->k, d->v, d->ctx, a->probs, a->q, a->k, a->v, wavlm(c) ? &rb : NULL, B, F, H, nh,
+                       r->p_attn, site_key(r->key, SITE_ATTN, i), r->first, r->scratch);
     #pragma omp parallel for simd
     for (long j = 0; j < n; j++) d->q[j] *= scale;
     float *dxin = stable ? d->ln1 : dx;
     linear_backward(dxin, g->q_w, g->q_b, d->q, xin, p->q_w, BF, H, H);
     linear_backward(dxin, g->k_w, g->k_b, d->k, xin, p->k_w, BF, H, H);
     linear_backward(dxin, g->v_w, g->v_b, d->v, xin, p->v_w, BF, H, H);
+    if (wavlm(c)) {
+        /* every layer's share of the bias goes to layer 0's embedding (g->rel_embed is its) */
+        relpos_bias_backward(g->rel_embed, d->bias, B, F, nh, c->num_buckets, c->max_bucket_distance);
+        relgate_backward(dxin, g->gate_w, g->gate_b, g->gate_const, d->gl, d->gate, xin, p->gate_w, a->gl,
+                         p->gate_const, BF, nh, H / nh);
+    }
     if (stable) layernorm_backward(dx, g->ln1_w, g->ln1_b, d->ln1, x, p->ln1_w, a->ln1_mean, a->ln1_rstd, BF, H);
 }

@@ -24,19 +24,19 @@ void posconv_declare(param_walk *w, posconv_params *p, const w2v_config *c)
     if (plain(c)) {
         /* _init_weights: the inner Conv1d's kaiming normal, then the layer's bias 0 */
         for (int l = 0; l < w2v_config_pos_layers(c); l++) {
-            param_add(w, &p->v[l], INIT_KAIMING_NORMAL, sqrt(2 / fan_in), 1, 0, 3, H, H / G, K,
+            param_add(w, &p->v[l], INIT_KAIMING_NORMAL, sqrt(2 / fan_in), 1, 0, 3, H, H / G, K, 0,
                       "%s.encoder.pos_conv_embed.layers.%d.conv.weight", pre, l);
-            param_add(w, &p->b[l], INIT_ZERO, 0, 0, 0, 1, H, 0, 0, "%s.encoder.pos_conv_embed.layers.%d.conv.bias", pre,
+            param_add(w, &p->b[l], INIT_ZERO, 0, 0, 0, 1, H, 0, 0, 0, "%s.encoder.pos_conv_embed.layers.%d.conv.bias", pre,
                       l);
         }
     } else {
-        param_add(w, &p->b[0], INIT_ZERO, 0, 0, 0, 1, H, 0, 0, "%s.encoder.pos_conv_embed.conv.bias", pre);
-        param_add(w, &p->g, INIT_NORM_OF_V, 0, 1, 0, 3, 1, 1, K, "%s.encoder.pos_conv_embed.conv.weight_g", pre);
-        param_add(w, &p->v[0], INIT_UNIFORM, 1.0 / sqrt(fan_in), 1, 0, 3, H, H / G, K,
+        param_add(w, &p->b[0], INIT_ZERO, 0, 0, 0, 1, H, 0, 0, 0, "%s.encoder.pos_conv_embed.conv.bias", pre);
+        param_add(w, &p->g, INIT_NORM_OF_V, 0, 1, 0, 3, 1, 1, K, 0, "%s.encoder.pos_conv_embed.conv.weight_g", pre);
+        param_add(w, &p->v[0], INIT_UNIFORM, 1.0 / sqrt(fan_in), 1, 0, 3, H, H / G, K, 0,
                   "%s.encoder.pos_conv_embed.conv.weight_v", pre);
     }
-    param_add(w, &p->ln_w, INIT_ONE, 0, 0, 0, 1, H, 0, 0, "%s.encoder.layer_norm.weight", pre);
-    param_add(w, &p->ln_b, INIT_ZERO, 0, 0, 0, 1, H, 0, 0, "%s.encoder.layer_norm.bias", pre);
+    param_add(w, &p->ln_w, INIT_ONE, 0, 0, 0, 1, H, 0, 0, 0, "%s.encoder.layer_norm.weight", pre);
+    param_add(w, &p->ln_b, INIT_ZERO, 0, 0, 0, 1, H, 0, 0, 0, "%s.encoder.layer_norm.bias", pre);
 }
 
 /* rows of a conv weight: output channels times input channels per group */

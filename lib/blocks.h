@@ -38,10 +38,10 @@ typedef enum { INIT_ZERO, INIT_ONE, INIT_NORMAL, INIT_KAIMING_NORMAL, INIT_UNIFO
  * records the table, or points views into a block (parameters, gradients). */
 typedef struct param_walk param_walk;
 
-/* The next parameter: ndim sizes s0, s1, s2; *view points at it; decay by
+/* The next parameter: ndim sizes s0 .. s3; *view points at it; decay by
  * Trainer's rule; fe: part of the conv feature encoder. */
 void param_add(param_walk *w, float **view, init_kind init, double value, int decay, int fe, int ndim, long s0, long s1,
-               long s2, const char *fmt, ...) __attribute__((format(printf, 11, 12)));
+               long s2, long s3, const char *fmt, ...) __attribute__((format(printf, 12, 13)));
 
 /* ---- the arena (model.c lays out every block's tensors in it) ---- */
 
@@ -101,6 +101,7 @@ typedef struct {
     uint64_t key;      /* the forward's; site_key() gives each dropout site its stream */
     float p_hidden, p_attn, p_act, p_feat; /* dropout probabilities, 0 in evaluation */
     float *scratch;    /* for the convolutions and attention; the blocks' *_scratch() floats */
+    const float *pos_bias; /* WavLM: [nh, F, F] the relative position bias, one for the batch */
 } block_run;
 
 /* Where randomness is drawn: each site gets its own stream of the step's
@@ -245,12 +246,17 @@ typedef struct {
     float *ln1_w, *ln1_b; /* "layer_norm": after attention (post-LN) or before it (pre-LN) */
     float *ff1_w, *ff1_b, *ff2_w, *ff2_b; /* [I, H], [I], [H, I], [H] */
     float *ln2_w, *ln2_b; /* "final_layer_norm" */
+    /* WavLM */
+    float *gate_const;    /* [1, nh, 1, 1] gru_rel_pos_const */
+    float *gate_w, *gate_b; /* [8, H/nh], [8] gru_rel_pos_linear */
+    float *rel_embed;     /* [num_buckets, nh] rel_attn_embed: layer 0's; the other layers' views point at it */
 } layer_params;
 
 typedef struct {
     float *ln1, *ln1_mean, *ln1_rstd; /* [B, F, H], [B, F], [B, F] */
     float *q, *k, *v;                 /* [B, F, H], q scaled */
     float *probs;                     /* [B, nh, F, F] */
+    float *gl, *gate;                 /* WavLM: gru_rel_pos_linear's [B, F, nh, 8]; the gate [B, F, nh] */
     float *ctx, *attn, *res1;         /* [B, F, H]: heads joined; out_proj's after dropout; x + attn */
     float *ln2, *ln2_mean, *ln2_rstd; /* pre-LN; post-LN keeps only the statistics (LN2 writes out) */
     float *ff1, *ffa, *ff2;           /* [B, F, I], after GELU and dropout [B, F, I], after dropout [B, F, H] */
@@ -267,6 +273,8 @@ typedef struct {
     float *ln1;   /* [B, F, H] d ln1: pre-LN the attention's input; post-LN the FFN's and res2's */
     float *attn;  /* [B, F, H] d of out_proj's output, before dropout */
     float *ctx, *q, *k, *v;
+    float *gl, *gate; /* WavLM: d gl, d gate */
+    float *bias;      /* WavLM: [B, nh, F, F] d of the position bias, per example */
     span all;
 } layer_grads;
 
@@ -274,6 +282,9 @@ void layer_declare(param_walk *w, layer_params *p, const w2v_config *c, int i);
 /* gr NULL: the activations only (the gradients are laid out once). */
 void layer_layout(const block_run *r, arena *ar, layer_acts *a, arena *gr, layer_grads *d);
 long layer_scratch(const block_run *r);
+/* WavLM: the relative position bias [nh, F, F] from layer 0's embedding,
+ * once per batch (block_run's pos_bias). */
+void layer_bias_forward(const w2v_config *c, const layer_params *first, float *bias, int F);
 void layer_forward(const block_run *r, int i, const layer_params *w, layer_acts *la, const float *x, float *out);
 /* dx: d out on entry, d x on return. */
 void layer_backward(const block_run *r, int i, const layer_params *p, layer_params *g, const layer_acts *a,

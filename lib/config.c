@@ -302,12 +302,6 @@ static int parse_objects(w2v_config *c, json_t *cfg, json_t *pre, char *err, siz
         return -1;
     }
     c->family = (w2v_family)f;
-    if (c->family == W2V_WAVLM) {
-        set_error(err, errlen, "config.json: model_type is \"wavlm\": WavLM's relative position bias is not supported yet");
-        json_decref(cfg);
-        json_decref(pre);
-        return -1;
-    }
     json_t *dims = json_object_get(cfg, "conv_dim");
     c->num_conv_layers = json_is_array(dims) ? (int)json_array_size(dims) : 0;
     if (c->num_conv_layers < 1 || c->num_conv_layers > W2V_MAX_CONV_LAYERS) {
@@ -331,7 +325,8 @@ static int parse_objects(w2v_config *c, json_t *cfg, json_t *pre, char *err, siz
     c->feat_proj_layer_norm = c->family == W2V_HUBERT ? get_bool(&x, cfg, "feat_proj_layer_norm") : 1;
     if (c->family == W2V_DATA2VEC_AUDIO) c->conv_pos_kernel_size = get_int(&x, cfg, "conv_pos_kernel_size", 1, 1 << 12);
     if (c->family == W2V_WAVLM) {
-        c->num_buckets = get_int(&x, cfg, "num_buckets", 2, 1 << 16);
+        /* a quarter of the buckets are exact distances: at least one */
+        c->num_buckets = get_int(&x, cfg, "num_buckets", 4, 1 << 16);
         c->max_bucket_distance = get_int(&x, cfg, "max_bucket_distance", 1, 1 << 24);
     }
     need_string(&x, cfg, "feat_extract_activation", "gelu", NULL);

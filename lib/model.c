@@ -8,7 +8,8 @@
  *      SpecAugment (training), padded frames zeroed (mask mode)
  *   -> + positional conv embedding (weight-normed grouped conv,              block_posconv.c
  *      GELU), the encoder's LayerNorm (post-LN) and dropout
- *   -> transformer layers (post-LN or pre-LN)                      [B, F, H]   block_layer.c
+ *   -> transformer layers (post-LN or pre-LN; WavLM: with the      [B, F, H]   block_layer.c
+ *      gated relative position bias of layer 0's embedding)
  *   -> (pre-LN: the encoder's LayerNorm)                                      block_posconv.c
  *   -> (weighted layer sum) -> projector per frame -> mean pool    [B, N]      block_head.c
  *      -> classifier
@@ -41,6 +42,7 @@ typedef struct {
     conv_acts conv;
     featproj_acts fp;
     posconv_acts pos;
+    float *pos_bias;   /* WavLM: [nh, F, F] the relative position bias, one for the batch */
     float **hidden;    /* [L + 1] [B, F, H]: hidden[i] is layer i's input, hidden[L] the last output */
     float **reported;  /* [L + 1]: HF's hidden_states (pre-LN: the last after the encoder's LayerNorm) */
     layer_acts *layer; /* [L] */
@@ -112,9 +114,9 @@ struct param_walk {
 };
 
 void param_add(param_walk *w, float **view, init_kind init, double value, int decay, int fe, int ndim, long s0, long s1,
-               long s2, const char *fmt, ...)
+               long s2, long s3, const char *fmt, ...)
 {
-    long size = s0 * (ndim > 1 ? s1 : 1) * (ndim > 2 ? s2 : 1);
+    long size = s0 * (ndim > 1 ? s1 : 1) * (ndim > 2 ? s2 : 1) * (ndim > 3 ? s3 : 1);
     if (w->record) {
         w2v_model *m = w->m;
         int i = m->nparams++;
@@ -128,7 +130,7 @@ void param_add(param_walk *w, float **view, init_kind init, double value, int de
         vsnprintf(p->name, sizeof p->name, fmt, ap);
         va_end(ap);
         p->ndim = ndim;
-        p->shape[0] = s0, p->shape[1] = s1, p->shape[2] = s2;
+        p->shape[0] = s0, p->shape[1] = s1, p->shape[2] = s2, p->shape[3] = s3;
         p->offset = w->off;
         p->size = size;
         p->decay = decay;
@@ -154,6 +156,8 @@ static long walk(w2v_model *m, views *v, float *block, int record)
     featproj_declare(&w, &v->fp, c);
     posconv_declare(&w, &v->pos, c);
     for (int i = 0; i < c->num_hidden_layers; i++) layer_declare(&w, &v->layer[i], c, i);
+    /* WavLM: layer 0 owns the relative position embedding every layer uses */
+    for (int i = 1; i < c->num_hidden_layers; i++) v->layer[i].rel_embed = v->layer[0].rel_embed;
     head_declare(&w, &v->head, c);
     return w.off;
 }
@@ -337,6 +341,7 @@ static long layout(shard *sh, int B, float *base, float *grads_base)
     featproj_layout(r, &ar, &a->fp, &gr, &d->fp);
     d->enc_in = arena_take(&gr, FH);
     posconv_layout(r, &ar, &a->pos, &gr, &d->pos);
+    a->pos_bias = c->family == W2V_WAVLM ? arena_take_one(&ar, (long)c->num_attention_heads * r->F * r->F) : NULL;
     for (int i = 0; i <= L; i++) a->reported[i] = a->hidden[i] = arena_take(&ar, FH);
     if (c->do_stable_layer_norm) a->reported[L] = a->pos.final;
     d->hidden = arena_take(&gr, FH);
@@ -526,6 +531,7 @@ float w2v_model_forward(w2v_model *m, const w2v_input *in, const w2v_run *run, f
         block_run *r = &m->shards[s].run;
         r->first = (in->whole ? in->first : 0) + r->b0;
         r->valid = use_mask ? m->valid + r->b0 : NULL;
+        r->pos_bias = a->pos_bias;
         r->key = m->key;
         r->p_hidden = run->training ? (float)c->hidden_dropout : 0;
         r->p_attn = run->training ? (float)c->attention_dropout : 0;
@@ -545,9 +551,11 @@ float w2v_model_forward(w2v_model *m, const w2v_input *in, const w2v_run *run, f
     w2v_rng_seed(&r, site_key(m->key, SITE_ENC, 1));
     for (int i = 0; i < L; i++) {
         double u = w2v_rng_uniform(&r);
-        m->skip[i] = m->training && u < c->layerdrop;
+        /* WavLM never skips layer 0, which computes the bias the others read */
+        m->skip[i] = m->training && u < c->layerdrop && !(c->family == W2V_WAVLM && i == 0);
     }
     posconv_weight(c, &m->p.pos, &a->pos);
+    if (a->pos_bias && L > 0) layer_bias_forward(c, &m->p.layer[0], a->pos_bias, (int)F);
 
     each_shard(m, shard_forward);
     if (logits) memcpy(logits, a->head.logits, (size_t)B * n * sizeof(float));

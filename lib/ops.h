@@ -126,17 +126,43 @@ void weightnorm_forward(float *w, const float *g, const float *v, int rows, int 
 void weightnorm_backward(float *dg, float *dv, const float *dw, const float *g, const float *v, int rows, int K);
 
 /* ---- attention.c ---- */
+/* A bias added to the scores (WavLM's gated relative position bias):
+ * scores[b, h, i, j] += gate[b, i, h] bias[h, i, j], bias [nh, T, T], gate
+ * [B, T, nh].  The backward SETS dbias [B, nh, T, T] (each example's d bias)
+ * and accumulates into dgate [B, T, nh]. */
+typedef struct {
+    const float *bias, *gate;
+    float *dbias, *dgate;
+} attn_bias;
 /* Scaled dot-product attention of nh heads over q, k, v [B, T, H] (q
- * already scaled); keys at frames >= valid[b] are masked (valid NULL: none).
- * probs [B, nh, T, T] keeps the softmax for the backward; attention dropout
- * p uses key, per head and example, b0 being the index of the first
- * example in the whole batch. */
+ * already scaled); keys at frames >= valid[b] are masked (valid NULL: none);
+ * rb NULL or a bias.  probs [B, nh, T, T] keeps the softmax for the
+ * backward; attention dropout p uses key, per head and example, b0 being
+ * the index of the first example in the whole batch. */
 void attention_forward(float *ctx, float *probs, const float *q, const float *k, const float *v,
-                       const int *valid, int B, int T, int H, int nh, float p, uint64_t key, int b0, float *scratch);
+                       const int *valid, const attn_bias *rb, int B, int T, int H, int nh, float p, uint64_t key,
+                       int b0, float *scratch);
 void attention_backward(float *dq, float *dk, float *dv, const float *dctx, const float *probs, const float *q,
-                        const float *k, const float *v, int B, int T, int H, int nh, float p, uint64_t key, int b0,
-                        float *scratch);
+                        const float *k, const float *v, const attn_bias *rb, int B, int T, int H, int nh, float p,
+                        uint64_t key, int b0, float *scratch);
 long attention_scratch(int T);
+/* WavLM's bucket of a relative distance d = key frame - query frame:
+ * exact up to num_buckets / 4, then logarithmic up to max_distance, the
+ * sign in the upper half of the buckets (_relative_positions_bucket). */
+int relpos_bucket(int d, int num_buckets, int max_distance);
+/* bias [nh, T, T]: bias[h, i, j] = embed[bucket(j - i), h], embed
+ * [num_buckets, nh]; the backward adds dbias [B, nh, T, T], summed over
+ * the examples, into dembed. */
+void relpos_bias_forward(float *bias, const float *embed, int T, int nh, int num_buckets, int max_distance);
+void relpos_bias_backward(float *dembed, const float *dbias, int B, int T, int nh, int num_buckets, int max_distance);
+/* WavLM's gate, per frame and head, from x [N, nh * hd] (N frames):
+ * gl [N, nh, 8] = head h's slice [hd] times w [8, hd]^T + b;
+ * gate [N, nh] = sa (sb c[h] - 1) + 2, sa and sb the sigmoids of the sums of
+ * gl's first and last four.  The backward takes dgl [N, nh, 8] as scratch. */
+void relgate_forward(float *gate, float *gl, const float *x, const float *w, const float *b, const float *c, int N,
+                     int nh, int hd);
+void relgate_backward(float *dx, float *dw, float *db, float *dc, float *dgl, const float *dgate, const float *x,
+                      const float *w, const float *gl, const float *c, int N, int nh, int hd);
 
 /* ---- head.c: the classification head ---- */
 /* Weighted sum of L hidden states hs[l] (each n floats) with softmax(lw). */

@@ -15,7 +15,7 @@ typedef struct w2v_model w2v_model;
 typedef struct {
     char name[96];    /* Hugging Face name, e.g. wav2vec2.encoder.layers.0.attention.q_proj.weight */
     int ndim;
-    int64_t shape[3];
+    int64_t shape[4];  /* ndim sizes (up to 4: WavLM's gru_rel_pos_const [1, heads, 1, 1]) */
     long offset, size; /* in floats, within the blocks */
     int decay;         /* Trainer's rule: not a bias, not inside an nn.LayerNorm */
     int feature_encoder; /* frozen by --freeze-feature-encoder */

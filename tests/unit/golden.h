@@ -17,8 +17,9 @@ static const char *const golden_cases[] = {"base-tiny",
                                            "weighted-tiny",
                                            "family/hubert-tiny",
                                            "family/distilhubert-tiny",
-                                           "family/data2vec-audio-tiny"};
-#define GOLDEN_NCASES 6
+                                           "family/data2vec-audio-tiny",
+                                           "family/wavlm-tiny"};
+#define GOLDEN_NCASES 7
 
 /* The directory of a golden case, or NULL (with a note) when the shared
  * data is not there. */

@@ -278,9 +278,9 @@ static void check_attention_threads(void)
     float q[T * H], k[T * H], v[T * H], c32[T * H], c16[T * H], probs[NH * T * T];
     for (int i = 0; i < T * H; i++) q[i] = uniform(), k[i] = uniform(), v[i] = uniform();
     float *scratch = malloc((size_t)attention_scratch(T) * sizeof *scratch);
-    attention_forward(c32, probs, q, k, v, NULL, 1, T, H, NH, 0, 0, 0, scratch);
+    attention_forward(c32, probs, q, k, v, NULL, NULL, 1, T, H, NH, 0, 0, 0, scratch);
     gemm_mode old = gemm_mode_set((gemm_mode){1, NULL});
-    attention_forward(c16, probs, q, k, v, NULL, 1, T, H, NH, 0, 0, 0, scratch);
+    attention_forward(c16, probs, q, k, v, NULL, NULL, 1, T, H, NH, 0, 0, 0, scratch);
     gemm_mode_set(old);
     double e2 = 0, r2 = 0;
     int heads_off = 0;
@@ -406,10 +406,15 @@ static void check_case(const char *cname, int bf16_runs)
             if (!want) continue;
             d = max_abs_diff(b.grads + p->offset, want, n, &mb);
             double scale = mb;
-            const char *kb = strstr(p->name, "k_proj.bias");
-            if (kb) { /* zero by cancellation: its layer's k_proj.weight gradient sets the scale */
+            const char *kb = strstr(p->name, "k_proj.bias"), *gate = strstr(p->name, "gru_rel_pos_");
+            /* zero by cancellation: its layer's k_proj.weight gradient sets
+             * the scale.  WavLM's gate: the scores' gradient contracted with
+             * the position bias, which cancels over the keys as q's (the
+             * same gradient contracted with k) does not: q_proj.weight's */
+            if (kb || gate) {
                 char wname[160];
-                snprintf(wname, sizeof wname, "grad.%.*sk_proj.weight", (int)(kb - p->name), p->name);
+                if (kb) snprintf(wname, sizeof wname, "grad.%.*sk_proj.weight", (int)(kb - p->name), p->name);
+                else snprintf(wname, sizeof wname, "grad.%.*sq_proj.weight", (int)(gate - p->name), p->name);
                 size_t nw = 0;
                 float *ww = golden_f32(ex, wname, &nw);
                 if (ww) max_abs_diff(ww, ww, nw, &scale);
