@@ -58,12 +58,14 @@ static const char usage[] =
     "                      on,off,stop,go)\n"
     "  --retries N         retries of a failed transfer, each resuming it (default 5)\n"
     "  --retry-delay S     seconds before the first retry, doubled for each next (default 2)\n"
+    "  --max-unpacked GB   refuse an archive that unpacks to more (default 16; the\n"
+    "                      real training archive unpacks to about 2.2)\n"
     "  --quiet             no notes on stderr\n"
     "  --progress          progress bars even when stderr is not a terminal\n"
     "  -h, --help          this text\n"
     "  --version           print the version\n";
 
-enum { OPT_URL = 1, OPT_TEST_URL, OPT_SHA256, OPT_TEST_SHA256, OPT_WORDS, OPT_RETRIES, OPT_RETRY_DELAY };
+enum { OPT_URL = 1, OPT_TEST_URL, OPT_SHA256, OPT_TEST_SHA256, OPT_WORDS, OPT_RETRIES, OPT_RETRY_DELAY, OPT_MAX_UNPACKED };
 
 typedef struct {
     const char *archive; /* file name in DIR */
@@ -143,7 +145,7 @@ static void on_progress(void *ctx, double done, double total)
 
 /* Returns 1 when it did any work. */
 static int get_archive(const char *dir, corpus_archive *a, const char *sums_path,
-                       const w2v_download_options *opt, const corpus_archive *all)
+                       const w2v_download_options *opt, long long max_unpacked, const corpus_archive *all)
 {
     char *tree = w2v_path_join(dir, a->tree), *path = w2v_path_join(dir, a->archive), err[2048];
     int work = 0;
@@ -190,7 +192,8 @@ static int get_archive(const char *dir, corpus_archive *a, const char *sums_path
                      a->option, hex);
         work = 1;
     }
-    long n = w2v_archive_extract(path, tree, err, sizeof err);
+    long n = w2v_archive_extract(path, tree, max_unpacked, err, sizeof err);
+    if (n == W2V_ARCHIVE_TOO_BIG) w2v_die("%s; raise it with --max-unpacked", err);
     if (n < 0) w2v_die("%s", err);
     w2v_note("%s: %ld members unpacked", tree, n);
     work = 1;
@@ -433,6 +436,7 @@ int main(int argc, char **argv)
         {"words", required_argument, 0, OPT_WORDS},
         {"retries", required_argument, 0, OPT_RETRIES},
         {"retry-delay", required_argument, 0, OPT_RETRY_DELAY},
+        {"max-unpacked", required_argument, 0, OPT_MAX_UNPACKED},
         {"quiet", no_argument, 0, W2V_OPT_QUIET},
         {"progress", no_argument, 0, W2V_OPT_PROGRESS},
         {0, 0, 0, 0},
@@ -445,6 +449,7 @@ int main(int argc, char **argv)
     };
     const char *sha[NARCHIVES] = {NULL, NULL}, *words = "yes,no,up,down,left,right,on,off,stop,go";
     w2v_download_options dl = {.retries = 5, .retry_delay = 2};
+    long long max_unpacked = 16000000000LL;
     int opt;
     w2v_cli_init("ks-fetch", usage, argv);
     while ((opt = getopt_long(argc, argv, "h", longopts, NULL)) != -1) {
@@ -457,6 +462,7 @@ int main(int argc, char **argv)
         case OPT_WORDS: words = optarg; break;
         case OPT_RETRIES: dl.retries = (int)w2v_parse_long("--retries", optarg, 0, 100); break;
         case OPT_RETRY_DELAY: dl.retry_delay = w2v_parse_double("--retry-delay", optarg, 0, 600); break;
+        case OPT_MAX_UNPACKED: max_unpacked = (long long)(1e9 * w2v_parse_double("--max-unpacked", optarg, 1e-6, 1e6)); break;
         }
     }
     if (optind + 1 != argc) w2v_usage_error(optind < argc ? "give one directory" : "no directory");
@@ -477,7 +483,7 @@ int main(int argc, char **argv)
     char *sums_path = w2v_path_join(dir, "SHA256SUMS");
     read_sums(sums_path, a);
     int work = 0;
-    for (int i = 0; i < NARCHIVES; i++) work |= get_archive(dir, &a[i], sums_path, &dl, a);
+    for (int i = 0; i < NARCHIVES; i++) work |= get_archive(dir, &a[i], sums_path, &dl, max_unpacked, a);
     static const char *const manifests[] = {"train.tsv", "validation.tsv", "test.tsv"};
     int have = 0;
     for (int s = 0; s < 3; s++) {

@@ -127,13 +127,22 @@ static const char *refusal(struct archive_entry *e)
     }
 }
 
-static long extract_members(struct archive *in, struct archive *out, const char *archive,
+/* The unpacked total exceeds the cap. */
+static long too_big(const char *archive, long long max_bytes, char *err, size_t errlen)
+{
+    set_error(err, errlen, "%s: unpacks to more than %lld bytes, the limit (a decompression bomb?)", archive, max_bytes);
+    return W2V_ARCHIVE_TOO_BIG;
+}
+
+static long extract_members(struct archive *in, struct archive *out, const char *archive, long long max_bytes,
                             char *err, size_t errlen)
 {
     struct archive_entry *e;
     long count = 0;
+    long long total = 0; /* what the members have unpacked to so far */
     int r;
     while ((r = archive_read_next_header(in, &e)) == ARCHIVE_OK) {
+        if ((total += 512) > max_bytes) return too_big(archive, max_bytes, err, errlen);
         const char *why = refusal(e);
         if (why)
             return set_error(err, errlen, "%s: refusing member '%s': %s", archive,
@@ -144,10 +153,18 @@ static long extract_members(struct archive *in, struct archive *out, const char 
         const void *block;
         size_t size;
         la_int64_t offset;
-        while ((r = archive_read_data_block(in, &block, &size, &offset)) == ARCHIVE_OK)
+        long long start = total;
+        while ((r = archive_read_data_block(in, &block, &size, &offset)) == ARCHIVE_OK) {
+            /* offset: where the block lands in the file, past any hole;
+             * the end of the block must fit in what the cap leaves */
+            long long room = max_bytes - start;
+            if (offset < 0 || (long long)size > room || offset > room - (long long)size)
+                return too_big(archive, max_bytes, err, errlen);
+            if (start + offset + (long long)size > total) total = start + offset + (long long)size;
             if (archive_write_data_block(out, block, size, offset) != ARCHIVE_OK)
                 return set_error(err, errlen, "%s: %s: %s", archive, archive_entry_pathname(e),
                                  archive_error_string(out));
+        }
         if (r != ARCHIVE_EOF)
             return set_error(err, errlen, "%s: %s: %s", archive, archive_entry_pathname(e),
                              archive_error_string(in));
@@ -160,7 +177,7 @@ static long extract_members(struct archive *in, struct archive *out, const char 
     return count;
 }
 
-long w2v_archive_extract(const char *archive, const char *dest, char *err, size_t errlen)
+long w2v_archive_extract(const char *archive, const char *dest, long long max_bytes, char *err, size_t errlen)
 {
     if (w2v_exists(dest)) return set_error(err, errlen, "%s: already exists", dest);
     char *tmp = xmalloc(strlen(dest) + 32);
@@ -189,7 +206,7 @@ long w2v_archive_extract(const char *archive, const char *dest, char *err, size_
         set_error(err, errlen, "%s: cannot enter: %s", tmp, strerror(errno));
         goto out;
     }
-    count = extract_members(in, out, archive, err, errlen);
+    count = extract_members(in, out, archive, max_bytes, err, errlen);
     /* closing applies deferred directory fix-ups, by relative name: here */
     if (archive_write_close(out) != ARCHIVE_OK && count >= 0)
         count = set_error(err, errlen, "%s: %s", archive, archive_error_string(out));

@@ -26,8 +26,12 @@ int w2v_tar_write(const char *archive, const w2v_tar_member *members, size_t n,
  * to dest when all are out.  Refused, and nothing left behind: absolute
  * names, ".." components, symbolic links that resolve outside dest (or are
  * absolute), hard links to names that would, extraction through a symbolic
- * link, and members other than files, directories and links.  Returns the
- * number of members, or -1 with "ARCHIVE: what is wrong" in err. */
-long w2v_archive_extract(const char *archive, const char *dest, char *err, size_t errlen);
+ * link, and members other than files, directories and links; an archive
+ * that unpacks to more than max_bytes (its members' data, sparse holes
+ * included, and 512 bytes for each member: a bomb of many empty members
+ * counts too).  Returns the number of members, or -1 with "ARCHIVE: what
+ * is wrong" in err (W2V_ARCHIVE_TOO_BIG, also negative, for the cap). */
+#define W2V_ARCHIVE_TOO_BIG (-2)
+long w2v_archive_extract(const char *archive, const char *dest, long long max_bytes, char *err, size_t errlen);
 
 #endif

@@ -199,6 +199,31 @@ EOF
     assert_output ""
 }
 
+@test "an archive that unpacks past --max-unpacked is refused and leaves nothing" {
+    # 50 MB of zeros (50 kB packed), and 4,000 empty members
+    $PY - << 'EOF'
+import io, tarfile
+with tarfile.open("zeros.tar.gz", "w:gz") as t:
+    ti = tarfile.TarInfo("yes/a.wav"); ti.size = 50 << 20
+    t.addfile(ti, io.BytesIO(bytes(ti.size)))
+with tarfile.open("many.tar.gz", "w:gz") as t:
+    for i in range(4000):
+        t.addfile(tarfile.TarInfo("yes/%d.wav" % i), io.BytesIO(b""))
+EOF
+    for a in zeros many; do
+        run ks-fetch --max-unpacked 0.001 --url $a.tar.gz --test-url $a.tar.gz out-$a
+        assert_failure 1
+        assert_output --partial "out-$a/speech_commands_v0.01.tar.gz: unpacks to more than 1000000 bytes, the limit (a decompression bomb?); raise it with --max-unpacked"
+        run ls -A out-$a
+        assert_output "$(printf 'SHA256SUMS\nspeech_commands_v0.01.tar.gz')"
+    done
+    # a limit above the size lets it through
+    run ks-fetch --quiet --max-unpacked 0.06 --url zeros.tar.gz --test-url zeros.tar.gz ok
+    [ "$(stat -c %s ok/speech_commands_v0.01/yes/a.wav)" = $((50 << 20)) ]
+    run ks-fetch --max-unpacked 0 --url zeros.tar.gz out
+    assert_failure 2
+}
+
 @test "links that stay inside are unpacked; extraction through a link is not" {
     make_tar inside.tar.gz d/a.wav "e=>d" validation_list.txt testing_list.txt
     run ks-fetch --quiet --url inside.tar.gz --test-url inside.tar.gz data

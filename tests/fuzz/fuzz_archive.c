@@ -67,7 +67,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
     if (!dest[0]) setup();
     const char *path = fuzz_write("archive", data, size);
     char err[512];
-    long n = w2v_archive_extract(path, dest, err, sizeof err);
+    long n = w2v_archive_extract(path, dest, 1 << 24, err, sizeof err);
     if (n < 0) {
         FUZZ_CHECK_ERR(err);
         check_levels(0);
