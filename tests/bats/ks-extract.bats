@@ -240,3 +240,22 @@ assert arr(recs[3]["input_values"]).shape == (12000,)
     assert_output --partial "m.tsv:2: expected key<TAB>path<TAB>label"
     [ ! -e out.stream ]
 }
+
+@test "ks-extract: a WAV whose header claims 2^32 bytes of data gives the samples it has" {
+    "$PY" - << 'EOF'
+import struct
+fmt = struct.pack("<IHHIIHH", 16, 1, 1, 16000, 32000, 2, 16)
+body = struct.pack("<8000h", *([1000, -1000] * 4000))
+open("liar.wav", "wb").write(b"RIFF" + struct.pack("<I", 0xFFFFFFFF) + b"WAVEfmt " + fmt +
+                             b"data" + struct.pack("<I", 0xFFFFFFF0) + body)
+EOF
+    printf 'key\tpath\tlabel\nliar\tliar.wav\tyes\n' > m.tsv
+    ks-extract --quiet --no-normalize m.tsv > liar.stream
+    run "$PY" - << 'EOF'
+import msgpack
+recs = list(msgpack.Unpacker(open("liar.stream", "rb"), raw=False))
+x = recs[1]["input_values"]
+assert x["shape"] == [8000], x["shape"]
+EOF
+    assert_success
+}

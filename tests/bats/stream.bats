@@ -158,3 +158,45 @@ bounds() { mapfile -t BOUNDS < <(pystream bounds "$1"); }
         assert_output --partial "ks-cat: h.stream: record 2 at byte ${BOUNDS[2]}: truncated"
     done
 }
+
+@test "a header of 200,000 labels and a 1 MB key pass through in bounded memory" {
+    "$PY" - << 'EOF'
+import msgpack, numpy as np
+def stream(path, labels, keys):
+    with open(path, "wb") as f:
+        f.write(msgpack.packb({"format": "w2v-stream", "version": 1, "type": "examples",
+                               "sample_rate": 16000, "labels": labels}))
+        for i, key in enumerate(keys):
+            x = np.full(16000, i, dtype="<f4")
+            f.write(msgpack.packb({"key": key, "label": (i * 99991) % len(labels), "input_values":
+                                   {"dtype": "f32", "shape": [16000], "data": x.tobytes()}}, use_bin_type=True))
+stream("labels.stream", ["label%d" % i for i in range(200000)], ["k0", "k1", "k2"])
+stream("key.stream", ["a", "b"], ["k%d" % i + "x" * (1 << 20) for i in range(3)])
+EOF
+    # peak RSS of a program's run, in MB
+    peak() { "$PY" -c 'import resource, subprocess, sys
+r = subprocess.run(sys.argv[1:]).returncode
+print(r, resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss // 1024)' "$@"; }
+    # measured 20-25 MB; AddressSanitizer's shadow memory adds its own
+    limit=100
+    [ -z "${W2V_SANITIZED:-}" ] || limit=400
+    for s in labels key; do
+        read -r rc mb < <(peak ks-batch --quiet -b 2 -o $s.b $s.stream)
+        [ "$rc" = 0 ] && [ "$mb" -lt $limit ] || fail "ks-batch on $s.stream: exit $rc, $mb MB"
+        read -r rc mb < <(peak ks-cat --head 3 -o $s.c $s.stream)
+        [ "$rc" = 0 ] && [ "$mb" -lt $limit ] || fail "ks-cat on $s.stream: exit $rc, $mb MB"
+        run pystream matches-json $s.stream <(ks-cat --full $s.c)
+        assert_success
+    done
+    # every label and every key arrive whole
+    run "$PY" - << 'EOF'
+import msgpack
+def records(path):
+    return list(msgpack.Unpacker(open(path, "rb"), raw=False, max_buffer_size=1 << 30))
+b = records("labels.b")
+assert len(b[0]["labels"]) == 200000 and b[0]["labels"][-1] == "label199999"
+keys = [k for r in records("key.b")[1:] for k in r["keys"]]
+assert sorted(len(k) for k in keys) == [(1 << 20) + 2] * 3, [len(k) for k in keys]
+EOF
+    assert_success
+}
