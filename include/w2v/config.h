@@ -73,8 +73,10 @@ int w2v_config_load(w2v_config *c, const char *dir, char *err, size_t errlen);
 int w2v_config_parse(w2v_config *c, const char *config_json, const char *preprocessor_json, char *err,
                      size_t errlen);
 /* A preset: "base" (facebook/wav2vec2-base, exactly), "small" (what the demo
- * trains from scratch), "tiny" (tests); the other families' base shapes as
- * their hub configs: "hubert-base" (facebook/hubert-base-ls960),
+ * trains from scratch), "tiny" (tests); the other families' base shapes, each
+ * hub model's architecture over its config class's defaults (the keys
+ * transformers writes for the class; the hub files' training values, such as
+ * dropouts, were not at hand): "hubert-base" (facebook/hubert-base-ls960),
  * "distilhubert" (ntu-spml/distilhubert), "wavlm-base" (microsoft/wavlm-base),
  * "data2vec-audio-base" (facebook/data2vec-audio-base). */
 int w2v_config_preset(w2v_config *c, const char *name, char *err, size_t errlen);

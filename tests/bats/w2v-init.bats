@@ -138,3 +138,45 @@ assert not b[enc + "0.conv.bias"].any() and not b[enc + "1.conv.bias"].any()
         [ ! -e m ]
     done
 }
+
+@test "each family's config makes its model: config.json key for key, HF's tensor names and shapes" {
+    need_golden
+    for c in hubert-tiny distilhubert-tiny data2vec-audio-tiny wavlm-tiny; do
+        run w2v-init --config "$SHARED/golden/family/$c" -o "$c"
+        assert_success
+        run "$PY" -c '
+import json, struct, sys
+g, m = sys.argv[1], sys.argv[2]
+want = json.load(open(g + "/config.json")); got = json.load(open(m + "/config.json"))
+bad = [k for k in set(want) | set(got) if want.get(k) != got.get(k)]
+assert not bad, (m, bad)
+def header(p):
+    b = open(p, "rb").read(); n = struct.unpack("<Q", b[:8])[0]
+    h = json.loads(b[8:8 + n]); h.pop("__metadata__", None)
+    return {k: v["shape"] for k, v in h.items()}
+w, o = header(g + "/model.safetensors"), header(m + "/model.safetensors")
+assert w == o, (m, set(w) ^ set(o))
+' "$SHARED/golden/family/$c" "$c"
+        assert_success
+    done
+}
+
+@test "the family presets: each config class's keys, model_type, architectures and size" {
+    need_golden
+    for p in hubert-base:hubert-tiny:94569090 distilhubert:distilhubert-tiny:23689346 wavlm-base:wavlm-tiny:94579314 \
+             data2vec-audio-base:data2vec-audio-tiny:93365250; do
+        IFS=: read -r preset golden size <<< "$p"
+        run w2v-init --preset "$preset" --labels a,b -o "$preset"
+        assert_success
+        assert_output --partial "$size parameters"
+        run "$PY" -c '
+import json, sys
+want = json.load(open(sys.argv[1] + "/config.json")); got = json.load(open(sys.argv[2] + "/config.json"))
+assert set(want) | {"_name_or_path"} == set(got), set(want) ^ set(got)
+for k in "model_type", "architectures":
+    assert got[k] == want[k], (k, got[k])
+assert got["hidden_size"] == 768 and got["conv_dim"] == [512] * 7
+' "$SHARED/golden/family/$golden" "$preset"
+        assert_success
+    done
+}

@@ -37,11 +37,20 @@ static void test_namings(void)
         snprintf(path, sizeof path, "%s/model_parametrizations.safetensors", dir);
         CHECK(w2v_model_load_weights(b, path, NULL, err, sizeof err) == 0, "%s", err);
         CHECK(same_params(a, b), "%s: weight_g/weight_v and parametrizations.weight.original0/1 load the same", golden_cases[c]);
-        /* the golden values land where HF's names say */
+        /* the golden values land where HF's names say (every tensor: each
+         * family's prefix, data2vec-audio's positional stack, WavLM's
+         * 4-dimensional gru_rel_pos_const) */
         w2v_safetensors *st = golden_open(dir, "model.safetensors");
-        const w2v_param *p = w2v_model_find_param(a, "wav2vec2.encoder.pos_conv_embed.conv.weight_g");
-        const w2v_st_tensor *t = w2v_st_tensor_at(st, w2v_st_find(st, p->name));
-        CHECK(t && !memcmp(t->data, w2v_model_params(a, NULL) + p->offset, t->count * 4), "weight_g in place");
+        CHECK(w2v_st_count(st) == w2v_model_num_params(a), "%s: %d tensors, %d parameters", golden_cases[c],
+              w2v_st_count(st), w2v_model_num_params(a));
+        for (int i = 0; i < w2v_model_num_params(a); i++) {
+            const w2v_param *p = w2v_model_param(a, i);
+            const w2v_st_tensor *t = w2v_st_tensor_at(st, w2v_st_find(st, p->name));
+            int same = t && t->ndim == p->ndim;
+            for (int d = 0; same && d < p->ndim; d++) same = t->shape[d] == p->shape[d];
+            CHECK(same && !memcmp(t->data, w2v_model_params(a, NULL) + p->offset, t->count * 4), "%s: %s in place",
+                  golden_cases[c], p->name);
+        }
         w2v_st_close(st);
 
         /* save and load again: bit-exact, labels and config kept */
@@ -71,9 +80,12 @@ static void test_namings(void)
         /* weights are written with torch < 2.1's names, which every version loads */
         snprintf(b_path, sizeof b_path, "%s/model.safetensors", path);
         st = w2v_st_open(b_path, err, sizeof err);
-        CHECK(st && w2v_st_find(st, "wav2vec2.encoder.pos_conv_embed.conv.weight_v") >= 0 &&
-                  !strcmp(w2v_st_metadata(st, "format"), "pt"),
-              "saved names and metadata");
+        char pos[128];
+        const w2v_config *cfg = w2v_model_config(a);
+        snprintf(pos, sizeof pos, "%s.encoder.pos_conv_embed.%s", w2v_config_prefix(cfg),
+                 cfg->family == W2V_DATA2VEC_AUDIO ? "layers.0.conv.weight" : "conv.weight_v");
+        CHECK(st && w2v_st_find(st, pos) >= 0 && !strcmp(w2v_st_metadata(st, "format"), "pt"),
+              "%s: saved names and metadata", golden_cases[c]);
         w2v_st_close(st);
         w2v_model_free(a);
         w2v_model_free(b);
@@ -107,16 +119,23 @@ static void test_base_preset(void)
     w2v_config_free(&c);
 }
 
-/* A pretraining-style checkpoint: bare Wav2Vec2Model names, quantizer and
- * project_q tensors, no head. */
-static void test_pretraining(void)
+/* A pretraining-style checkpoint of a family: bare encoder names
+ * (Wav2Vec2Model, HubertModel, ...), quantizer and project_q tensors, no
+ * head. */
+static void test_pretraining(const char *model_type)
 {
-    char err[512], dir[4096], path[4200];
+    char err[512], dir[4096], path[4200], json[512];
     w2v_config c;
-    w2v_config_preset(&c, "tiny", err, sizeof err);
+    snprintf(json, sizeof json,
+             "{\"model_type\":\"%s\",\"conv_dim\":[16,16,16],\"conv_kernel\":[10,3,3],\"conv_stride\":[5,2,2],"
+             "\"hidden_size\":32,\"num_hidden_layers\":2,\"num_attention_heads\":4,\"intermediate_size\":64,"
+             "\"num_conv_pos_embedding_groups\":4,\"classifier_proj_size\":8}", model_type);
+    CHECK(w2v_config_parse(&c, json, NULL, err, sizeof err) == 0, "%s", err);
+    const char *pre = w2v_config_prefix(&c);
+    size_t plen = strlen(pre);
     w2v_model *m = w2v_model_new(&c);
     w2v_model_init_weights(m, 3);
-    snprintf(dir, sizeof dir, "%s/pretrain", tmpdir);
+    snprintf(dir, sizeof dir, "%s/pretrain-%s", tmpdir, model_type);
     mkdir(dir, 0777);
     CHECK(w2v_config_save(&c, dir, err, sizeof err) == 0, "%s", err);
     w2v_st_writer *w = w2v_st_writer_new();
@@ -129,8 +148,8 @@ static void test_pretraining(void)
     int k = 0;
     for (int i = 0; i < w2v_model_num_params(m); i++) {
         const w2v_param *p = w2v_model_param(m, i);
-        if (strncmp(p->name, "wav2vec2.", 9)) continue; /* no head */
-        snprintf(names[k], sizeof names[k], "%s", p->name + 9);
+        if (strncmp(p->name, pre, plen) || p->name[plen] != '.') continue; /* no head */
+        snprintf(names[k], sizeof names[k], "%s", p->name + plen + 1);
         w2v_st_add(w, names[k++], W2V_ST_F32, p->ndim, p->shape, w2v_model_params(m, NULL) + p->offset);
     }
     snprintf(path, sizeof path, "%s/model.safetensors", dir);
@@ -142,9 +161,10 @@ static void test_pretraining(void)
     CHECK(r != NULL, "pretraining checkpoint: %s", err);
     if (r) {
         CHECK(notes >= 2, "notes on skipped tensors and the new head (%d)", notes);
-        const w2v_param *p = w2v_model_find_param(r, "wav2vec2.encoder.layers.1.attention.q_proj.weight");
+        snprintf(path, sizeof path, "%s.encoder.layers.1.attention.q_proj.weight", pre);
+        const w2v_param *p = w2v_model_find_param(r, path);
         CHECK(!memcmp(w2v_model_params(r, NULL) + p->offset, w2v_model_params(m, NULL) + p->offset, (size_t)p->size * 4),
-              "bare names get the wav2vec2. prefix");
+              "%s: bare names get the %s. prefix", model_type, pre);
         p = w2v_model_find_param(r, "classifier.weight");
         CHECK(p->shape[0] == 4, "the new head has the new labels");
         double ss = 0;
@@ -272,7 +292,10 @@ int main(void)
     CHECK(mkdtemp(tmpdir) != NULL, "mkdtemp");
     test_namings();
     test_base_preset();
-    test_pretraining();
+    test_pretraining("wav2vec2");
+    test_pretraining("hubert");
+    test_pretraining("data2vec-audio");
+    test_pretraining("wavlm");
     test_index_and_errors();
     test_hostile_files();
     char cmd[256];
