@@ -65,56 +65,31 @@ typedef struct {
 
 /* ---- manifest ---- */
 
-static int is_header(char **f, int n)
-{
-    return n == 3 && !strcmp(f[0], "key") && !strcmp(f[1], "path") && !strcmp(f[2], "label");
-}
-
 static entry *read_manifest(const char *path, long *count)
 {
     FILE *fp = w2v_input_open(path);
     const char *name = w2v_input_name(path);
+    char err[1024];
+    w2v_manifest_row *rows;
+    long n = w2v_manifest_read(fp, name, &rows, err, sizeof err);
+    if (n < 0) w2v_die("%s", err);
+    w2v_input_close(fp);
     /* Relative audio paths are taken from the manifest's directory. */
-    char *dir = NULL;
     const char *slash = path && strcmp(path, "-") ? strrchr(path, '/') : NULL;
-    if (slash) dir = strndup(path, (size_t)(slash - path + 1));
-    entry *e = NULL;
-    long n = 0, cap = 0, lineno = 0;
-    char *line = NULL;
-    size_t linecap = 0;
-    ssize_t len;
-    while ((len = getline(&line, &linecap, fp)) >= 0) {
-        lineno++;
-        while (len > 0 && (line[len - 1] == '\n' || line[len - 1] == '\r')) line[--len] = 0;
-        char *text = line;
-        if (lineno == 1 && !strncmp(text, "\xef\xbb\xbf", 3)) text += 3; /* a UTF-8 byte order mark */
-        if (!*text) continue;
-        char *f[4], *save = text;
-        int nf = 0;
-        while (nf < 4 && save) f[nf++] = strsep(&save, "\t");
-        if (lineno == 1 && is_header(f, nf)) continue;
-        if (nf < 2 || nf > 3 || !*f[0] || !*f[1])
-            w2v_die("%s:%ld: expected key<TAB>path<TAB>label", name, lineno);
-        if (n == cap) {
-            cap = cap ? 2 * cap : 1024;
-            e = realloc(e, (size_t)cap * sizeof *e);
-            if (!e) w2v_die("out of memory");
-        }
-        entry *x = &e[n++];
-        x->key = strdup(f[0]);
-        x->path = strdup(f[1]);
-        x->label_name = nf == 3 && *f[2] ? strdup(f[2]) : NULL;
-        x->line = lineno;
-        if (dir && f[1][0] != '/') {
-            if (asprintf(&x->file, "%s%s", dir, f[1]) < 0) x->file = NULL;
-        } else x->file = strdup(f[1]);
-        if (!x->key || !x->path || !x->file || (nf == 3 && *f[2] && !x->label_name)) w2v_die("out of memory");
+    int dirlen = slash ? (int)(slash - path + 1) : 0;
+    entry *e = calloc((size_t)n + 1, sizeof *e);
+    if (!e) w2v_die("out of memory");
+    for (long i = 0; i < n; i++) {
+        entry *x = &e[i];
+        x->key = rows[i].key;
+        x->path = rows[i].path;
+        x->label_name = rows[i].label;
+        x->line = rows[i].line;
+        if (asprintf(&x->file, "%.*s%s", x->path[0] != '/' ? dirlen : 0, path ? path : "", x->path) < 0)
+            w2v_die("out of memory");
         x->missing = access(x->file, R_OK) != 0;
     }
-    if (ferror(fp)) w2v_die("%s: read failed: %s", name, strerror(errno));
-    free(line);
-    free(dir);
-    w2v_input_close(fp);
+    free(rows); /* the strings now belong to the entries */
     *count = n;
     return e;
 }
@@ -320,6 +295,7 @@ int main(int argc, char **argv)
     w2v_header h;
     w2v_header_init(&h, W2V_EXAMPLES, nlabels, labels);
     h.sample_rate = o.rate;
+    h.do_normalize = o.normalize;
     if (w2v_write_header(w, &h) < 0) w2v_write_failed(out_name);
 
     int nthreads = w2v_threads();

@@ -4,6 +4,7 @@
 
 #include "internal.h"
 
+#include <errno.h>
 #include <stdlib.h>
 #include <string.h>
 #include <openssl/sha.h>
@@ -96,3 +97,54 @@ w2v_set w2v_which_set(const char *filename, double validation_percentage,
     return W2V_SET_TRAINING;
 }
 
+/* ---- manifests ---- */
+
+static int is_header(char **f, int n)
+{
+    return n == 3 && !strcmp(f[0], "key") && !strcmp(f[1], "path") && !strcmp(f[2], "label");
+}
+
+long w2v_manifest_read(FILE *fp, const char *name, w2v_manifest_row **rows, char *err, size_t errlen)
+{
+    w2v_manifest_row *r = NULL;
+    long n = 0, cap = 0, lineno = 0, ret = 0;
+    char *line = NULL;
+    size_t linecap = 0;
+    ssize_t len;
+    while (ret == 0 && (len = getline(&line, &linecap, fp)) >= 0) {
+        lineno++;
+        while (len > 0 && (line[len - 1] == '\n' || line[len - 1] == '\r')) line[--len] = 0;
+        char *text = line;
+        if (lineno == 1 && !strncmp(text, "\xef\xbb\xbf", 3)) text += 3; /* a UTF-8 byte order mark */
+        if (!*text) continue;
+        char *f[4], *save = text;
+        int nf = 0;
+        while (nf < 4 && save) f[nf++] = strsep(&save, "\t");
+        if (lineno == 1 && is_header(f, nf)) continue;
+        if (nf < 2 || nf > 3 || !*f[0] || !*f[1]) {
+            ret = set_error(err, errlen, "%s:%ld: expected key<TAB>path<TAB>label", name, lineno);
+            break;
+        }
+        if (n == cap) r = xrealloc(r, (size_t)(cap = cap ? 2 * cap : 1024) * sizeof *r);
+        r[n++] = (w2v_manifest_row){.key = xstrdup(f[0]), .path = xstrdup(f[1]),
+                                    .label = nf == 3 && *f[2] ? xstrdup(f[2]) : NULL, .line = lineno};
+    }
+    if (ret == 0 && ferror(fp)) ret = set_error(err, errlen, "%s: read failed: %s", name, strerror(errno));
+    free(line);
+    if (ret < 0) {
+        w2v_manifest_free(r, n);
+        return -1;
+    }
+    *rows = r;
+    return n;
+}
+
+void w2v_manifest_free(w2v_manifest_row *rows, long n)
+{
+    for (long i = 0; i < n; i++) {
+        free(rows[i].key);
+        free(rows[i].path);
+        free(rows[i].label);
+    }
+    free(rows);
+}

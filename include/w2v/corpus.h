@@ -5,6 +5,7 @@
 #define W2V_CORPUS_H
 
 #include <stddef.h>
+#include <stdio.h>
 
 #define W2V_KS_NLABELS 12
 #define W2V_KS_NKEYWORDS 10
@@ -32,5 +33,21 @@ void w2v_ks_free_words(char **words);
 typedef enum { W2V_SET_TRAINING, W2V_SET_VALIDATION, W2V_SET_TESTING } w2v_set;
 w2v_set w2v_which_set(const char *filename, double validation_percentage,
                       double testing_percentage);
+
+/* One row of a manifest (what ks-fetch writes, ks-extract reads). */
+typedef struct {
+    char *key, *path; /* non-empty */
+    char *label;      /* NULL: the row has none */
+    long line;        /* 1-based, in the file */
+} w2v_manifest_row;
+
+/* Reads a manifest: tab-separated rows key, path and an optional label,
+ * lines ending in LF or CRLF of any length; a first line "key path label"
+ * (after a UTF-8 byte order mark, if any) is the header; blank lines are
+ * skipped.  Returns the number of rows with them in *rows (free with
+ * w2v_manifest_free), or -1 with "NAME:LINE: why" (or "NAME: read
+ * failed: why") in err. */
+long w2v_manifest_read(FILE *fp, const char *name, w2v_manifest_row **rows, char *err, size_t errlen);
+void w2v_manifest_free(w2v_manifest_row *rows, long n);
 
 #endif

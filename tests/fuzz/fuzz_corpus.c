@@ -1,11 +1,13 @@
-/* What the library exposes for manifests and label lists (the manifest
- * reader itself is a static function of bin/ks-extract.c): w2v_labels_parse
- * (every --labels) and w2v_ks_parse_words (ks-fetch --words) on the first
- * line; w2v_ks_label and w2v_which_set on each further line, as a corpus
- * folder and a file name.  Checks: a parsed list joins back to its text
- * with no empty or repeated name; a word list holds only words the rule
- * allows; the label of a folder is one of the keywords or _silence_ /
- * _unknown_; all of a speaker's recordings land in the same partition. */
+/* Manifests and label lists: the whole input as a manifest
+ * (w2v_manifest_read, as ks-extract reads one); w2v_labels_parse (every
+ * --labels) and w2v_ks_parse_words (ks-fetch --words) on the first line;
+ * w2v_ks_label and w2v_which_set on each further line, as a corpus folder
+ * and a file name.  Checks: a manifest's rows have a non-empty key and
+ * path, fields without tabs or line ends, lines in order within the
+ * input; a parsed list joins back to its text with no empty or repeated
+ * name; a word list holds only words the rule allows; the label of a
+ * folder is one of the keywords or _silence_ / _unknown_; all of a
+ * speaker's recordings land in the same partition. */
 #include "fuzz.h"
 #include "w2v/config.h"
 #include "w2v/corpus.h"
@@ -24,8 +26,39 @@ static void check_list(const char *text, char **v, int n)
     }
 }
 
+static int clean_field(const char *s) { return !strpbrk(s, "\t\n"); }
+
+static void check_manifest(const uint8_t *data, size_t size)
+{
+    long lines = 1;
+    for (size_t i = 0; i < size; i++) lines += data[i] == '\n';
+    FILE *fp = fmemopen((void *)data, size ? size : 1, "r");
+    if (!fp || !size) {
+        if (fp) fclose(fp);
+        return;
+    }
+    w2v_manifest_row *rows;
+    char err[512];
+    long n = w2v_manifest_read(fp, "m.tsv", &rows, err, sizeof err);
+    fclose(fp);
+    if (n < 0) {
+        FUZZ_CHECK_ERR(err);
+        return;
+    }
+    for (long i = 0; i < n; i++) {
+        const w2v_manifest_row *r = &rows[i];
+        FUZZ_ASSERT(*r->key && *r->path, "row %ld: empty key or path", i);
+        FUZZ_ASSERT(clean_field(r->key) && clean_field(r->path) && (!r->label || (*r->label && clean_field(r->label))),
+                    "row %ld: a field holds a tab or a line end, or an empty label", i);
+        FUZZ_ASSERT(r->line >= 1 && r->line <= lines && (i == 0 || r->line > rows[i - 1].line), "row %ld: line %ld",
+                    i, r->line);
+    }
+    w2v_manifest_free(rows, n);
+}
+
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 {
+    check_manifest(data, size);
     char *text = malloc(size + 1);
     memcpy(text, data, size);
     text[size] = 0;
