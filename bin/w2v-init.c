@@ -1,4 +1,4 @@
-/* w2v-init: make a randomly initialised Wav2Vec2 classifier directory. */
+/* w2v-init: make a randomly initialised Wav2Vec2-family classifier directory. */
 #include "w2v/classify.h"
 #include "w2v/cli.h"
 #include "w2v/fs.h"
@@ -12,7 +12,8 @@
 #include <sys/stat.h>
 
 static const char usage[] =
-    "w2v-init: make a randomly initialised Wav2Vec2 audio classifier (a Hugging Face model directory)\n"
+    "w2v-init: make a randomly initialised Wav2Vec2-family audio classifier (a Hugging Face model\n"
+    "directory: Wav2Vec2, HuBERT, data2vec-audio or WavLM)\n"
     "\n"
     "Usage: w2v-init [options] -o DIR\n"
     " e.g.: w2v-init --preset small --filterbank --labels-from train.stream -o model\n"
@@ -23,8 +24,10 @@ static const char usage[] =
     "                            a directory holding anything else is refused)\n"
     "  --overwrite               replace DIR whatever it holds\n"
     "  --preset NAME             base: facebook/wav2vec2-base's architecture; small: the demo's model,\n"
-    "                            trained from scratch; tiny: for tests [small]\n"
-    "  --config PATH             a config.json, or a model directory (config and preprocessor)\n"
+    "                            trained from scratch; tiny: for tests; the other families' base models:\n"
+    "                            hubert-base, distilhubert, wavlm-base, data2vec-audio-base [small]\n"
+    "  --config PATH             a config.json, or a model directory (config and preprocessor); its\n"
+    "                            model_type: wav2vec2, hubert, data2vec-audio or wavlm\n"
     "  --set KEY=VALUE           set a config.json key to a JSON value (repeatable),\n"
     "                            e.g. --set hidden_size=128 --set 'conv_dim=[64,64,64,64,64,64,64]'\n"
     "  --labels A,B,...          label names in id order\n"
@@ -159,7 +162,8 @@ int main(int argc, char **argv)
     if (w2v_model_save(m, output, err, sizeof err) < 0) w2v_die("%s", err);
     long count = 0;
     for (int i = 0; i < w2v_model_num_params(m); i++) count += w2v_model_param(m, i)->size;
-    w2v_note("%s: %ld parameters, %d labels, %s encoder, hidden %d x %d layers%s", output, count, c.num_labels,
+    w2v_note("%s: %s, %ld parameters, %d labels, %s encoder, hidden %d x %d layers%s", output,
+             w2v_config_model_type(&c), count, c.num_labels,
              c.do_stable_layer_norm ? "pre-LN" : "post-LN", c.hidden_size, c.num_hidden_layers,
              fb_layers == 2 ? ", conv layers 0-1 a filterbank and its envelopes" : fb_layers ? ", conv layer 0 a filterbank" : "");
     w2v_model_free(m);

@@ -9,7 +9,10 @@
 #   make -f pipelines/superb-ks.mk MODEL=path/to/wav2vec2-base [OUT=...] [-j2]
 #
 # MODEL is a Hugging Face model directory (config.json and model.safetensors,
-# or pytorch_model.bin, converted first).  Every variable overrides.
+# or pytorch_model.bin, converted first) of any family the programs run:
+# wav2vec2, hubert (distilhubert too), data2vec-audio, wavlm, as its
+# config.json's model_type says; set TITLE for the plots.  Every variable
+# overrides.
 
 OUT         ?= runs/superb-ks
 MODEL       ?= facebook/wav2vec2-base
@@ -32,7 +35,7 @@ include $(dir $(lastword $(MAKEFILE_LIST)))ks.mk
 # The pretrained model, its weights as safetensors (converted from
 # pytorch_model.bin when that is all the directory has).
 $(OUT)/init/model.safetensors:
-	@test -f $(MODEL)/config.json || { echo "superb-ks.mk: no model at MODEL=$(MODEL) (a Hugging Face directory of facebook/wav2vec2-base)" >&2; exit 1; }
+	@test -f $(MODEL)/config.json || { echo "superb-ks.mk: no model at MODEL=$(MODEL) (a Hugging Face directory: wav2vec2, hubert, data2vec-audio or wavlm)" >&2; exit 1; }
 	rm -rf $(@D).tmp && mkdir -p $(@D).tmp
 	cp $(MODEL)/config.json $(@D).tmp/
 	if [ -f $(MODEL)/preprocessor_config.json ]; then cp $(MODEL)/preprocessor_config.json $(@D).tmp/; fi
