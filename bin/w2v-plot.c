@@ -1,11 +1,11 @@
 /* w2v-plot: the training curves of a run and the confusion matrix of an
  * evaluation as PNG pictures, drawn by gnuplot. */
 #include "w2v/cli.h"
+#include "w2v/metrics.h"
 
 #include <errno.h>
 #include <fcntl.h>
 #include <getopt.h>
-#include <jansson.h>
 #include <math.h>
 #include <signal.h>
 #include <spawn.h>
@@ -140,33 +140,8 @@ static void run_gnuplot(const char *script, size_t len, w2v_output *out)
 
 /* ---- training curves ---- */
 
-typedef struct {
-    double *x, *y;
-    size_t n, cap;
-} series;
-
-static void series_add(series *s, double x, double y)
-{
-    if (s->n == s->cap) {
-        s->cap = s->cap ? 2 * s->cap : 64;
-        s->x = realloc(s->x, s->cap * sizeof *s->x);
-        s->y = realloc(s->y, s->cap * sizeof *s->y);
-        if (!s->x || !s->y) w2v_die("out of memory");
-    }
-    s->x[s->n] = x;
-    s->y[s->n++] = y;
-}
-
-/* The finite number under key, or NAN where it is absent or no number. */
-static double number_field(json_t *o, const char *key)
-{
-    json_t *v = json_object_get(o, key);
-    double d = json_is_number(v) ? json_number_value(v) : NAN;
-    return isfinite(d) ? d : NAN;
-}
-
 /* A gnuplot datablock $name of (x, y) rows. */
-static void gp_datablock(FILE *fp, const char *name, const series *s)
+static void gp_datablock(FILE *fp, const char *name, const w2v_series *s)
 {
     fprintf(fp, "$%s << EOD\n", name);
     for (size_t i = 0; i < s->n; i++) fprintf(fp, "%.10g %.10g\n", s->x[i], s->y[i]);
@@ -175,36 +150,19 @@ static void gp_datablock(FILE *fp, const char *name, const series *s)
 
 static void plot_training(FILE *in, const char *name, const char *title, int width, int height, FILE *gp)
 {
-    series loss = {0}, eval_loss = {0}, eval_acc = {0};
-    char *line = NULL;
-    size_t cap = 0;
-    long lineno = 0, stepless = 0;
-    while (getline(&line, &cap, in) > 0) {
-        lineno++;
-        if (!line[strspn(line, " \t\r\n")]) continue;
-        json_error_t je;
-        json_t *o = json_loads(line, JSON_DECODE_ANY, &je);
-        if (!o) w2v_die("%s: line %ld: malformed JSON: %s", name, lineno, je.text);
-        if (!json_is_object(o)) w2v_die("%s: line %ld: not a JSON object", name, lineno);
-        double step = number_field(o, "step"), v;
-        if (isnan(step)) stepless++;
-        else {
-            if (!isnan(v = number_field(o, "loss"))) series_add(&loss, step, v);
-            if (!isnan(v = number_field(o, "eval_loss"))) series_add(&eval_loss, step, v);
-            if (!isnan(v = number_field(o, "eval_accuracy"))) series_add(&eval_acc, step, v);
-        }
-        json_decref(o);
-    }
-    if (ferror(in)) w2v_die("%s: read failed: %s", name, strerror(errno));
-    free(line);
-    if (stepless) w2v_warn("%s: %ld line%s without a numeric \"step\" left out", name, stepless, stepless > 1 ? "s" : "");
+    w2v_training_log log;
+    char err[1024];
+    if (w2v_training_log_read(in, name, &log, err, sizeof err) < 0) w2v_die("%s", err);
+    const w2v_series loss = log.loss, eval_loss = log.eval_loss, eval_acc = log.eval_accuracy;
+    if (log.stepless)
+        w2v_warn("%s: %ld line%s without a numeric \"step\" left out", name, log.stepless, log.stepless > 1 ? "s" : "");
     if (!loss.n && !eval_loss.n && !eval_acc.n)
         w2v_die("%s: nothing to plot: no line has a step with a loss, eval_loss or eval_accuracy", name);
 
     /* Ranges set here, not left to gnuplot, which warns about and widens
      * the empty range of a single point.  Losses from 0; steps from 0. */
     double xmin = 0, xmax = 0, ymax = 0;
-    const series *all[] = {&loss, &eval_loss, &eval_acc};
+    const w2v_series *all[] = {&loss, &eval_loss, &eval_acc};
     for (int k = 0; k < 3; k++)
         for (size_t i = 0; i < all[k]->n; i++) {
             xmin = fmin(xmin, all[k]->x[i]);
@@ -254,45 +212,21 @@ static void plot_training(FILE *in, const char *name, const char *title, int wid
                 "title 'eval accuracy'",
                 sep);
     fputc('\n', gp);
-    free(loss.x), free(loss.y), free(eval_loss.x), free(eval_loss.y), free(eval_acc.x), free(eval_acc.y);
+    w2v_training_log_free(&log);
 }
 
 /* ---- confusion matrix ---- */
 
 static void plot_confusion(FILE *in, const char *name, const char *title, int width, int height, FILE *gp)
 {
-    json_error_t je;
-    json_t *o = json_loadf(in, JSON_DECODE_ANY, &je);
-    if (!o) w2v_die("%s: line %d: malformed JSON: %s", name, je.line, je.text);
-    if (!json_is_object(o)) w2v_die("%s: not a JSON object", name);
-    json_t *labels = json_object_get(o, "labels"), *conf = json_object_get(o, "confusion");
-    size_t n = json_array_size(labels);
-    if (!json_is_array(labels) || !n) w2v_die("%s: no \"labels\" array of label names", name);
-    for (size_t i = 0; i < n; i++)
-        if (!json_is_string(json_array_get(labels, i))) w2v_die("%s: \"labels\"[%zu] is not a string", name, i);
-    if (!json_is_array(conf) || json_array_size(conf) != n)
-        w2v_die("%s: \"confusion\" is not an array of %zu rows (one per label)", name, n);
-    long *count = calloc(n * n, sizeof *count), total = 0, correct = 0;
-    if (!count) w2v_die("out of memory");
-    for (size_t i = 0; i < n; i++) {
-        json_t *row = json_array_get(conf, i);
-        if (!json_is_array(row) || json_array_size(row) != n)
-            w2v_die("%s: \"confusion\"[%zu] is not an array of %zu counts (one per label)", name, i, n);
-        for (size_t j = 0; j < n; j++) {
-            json_t *c = json_array_get(row, j);
-            if (!json_is_integer(c) || json_integer_value(c) < 0)
-                w2v_die("%s: \"confusion\"[%zu][%zu] is not a count (an integer >= 0)", name, i, j);
-            count[i * n + j] = (long)json_integer_value(c);
-            total += count[i * n + j];
-            if (i == j) correct += count[i * n + j];
-        }
-    }
-    /* The file's accuracy where it has one; otherwise the matrix's. */
-    double accuracy = number_field(o, "accuracy");
-    if (isnan(accuracy)) accuracy = total ? (double)correct / (double)total : 0;
+    w2v_confusion cm;
+    char err[1024];
+    if (w2v_confusion_read(in, name, &cm, err, sizeof err) < 0) w2v_die("%s", err);
+    size_t n = cm.n;
+    const long *count = cm.count;
 
     char *heading;
-    if (asprintf(&heading, "%s\naccuracy %.4f, %ld examples", title, accuracy, total) < 0) w2v_die("out of memory");
+    if (asprintf(&heading, "%s\naccuracy %.4f, %ld examples", title, cm.accuracy, cm.total) < 0) w2v_die("out of memory");
     gp_terminal(gp, width, height, heading);
     free(heading);
     /* Cell text small enough for the cells: about a third of a cell's
@@ -317,7 +251,7 @@ static void plot_confusion(FILE *in, const char *name, const char *title, int wi
     for (int a = 0; a < 2; a++) {
         fprintf(gp, "set %s (", axes[a]);
         for (size_t i = 0; i < n; i++) {
-            gp_string(gp, json_string_value(json_array_get(labels, i)));
+            gp_string(gp, cm.labels[i]);
             fprintf(gp, " %zu%s", i, i + 1 < n ? ", " : ")\n");
         }
     }
@@ -339,8 +273,7 @@ static void plot_confusion(FILE *in, const char *name, const char *title, int wi
             "plot $cells using 1:2:3 with image, \\\n"
             "     $cells using 1:2:(sprintf('%%d', $4)):5 with labels font ',%d' tc rgb variable\n",
             font);
-    free(count);
-    json_decref(o);
+    w2v_confusion_free(&cm);
 }
 
 /* ---- main ---- */

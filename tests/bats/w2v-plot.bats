@@ -181,6 +181,9 @@ print(json.dumps({"examples": n, "accuracy": ok / n, "loss": 0.5, "macro_f1": 0.
     run w2v-plot confusion -o x.png <<< '{"labels": ["a", "b"], "confusion": [[3, 1], [0, -1]]}'
     assert_failure 1
     assert_output 'w2v-plot: stdin: "confusion"[1][1] is not a count (an integer >= 0)'
+    run w2v-plot confusion -o x.png <<< '{"labels": ["a", "b"], "confusion": [[9223372036854775807, 1], [0, 0]]}'
+    assert_failure 1
+    assert_output 'w2v-plot: stdin: the counts of "confusion" add up past 9223372036854775807'
     run w2v-plot confusion -o x.png <<< '{"labels": [], "confusion": []}'
     assert_failure 1
     assert_output --partial 'no "labels" array'
