@@ -22,7 +22,7 @@ endif
 # the end, and a positional initialiser that stops early means 0 for the
 # rest (w2v_run's {training, seed, step, mask} is fp32): that is by design.
 WARN     := -Wall -Wextra -Werror -Wno-missing-field-initializers
-PKGS     := sndfile samplerate msgpack openblas libcurl libarchive jansson libcrypto espeak-ng ompi-c
+PKGS     := sndfile samplerate fftw3f msgpack openblas libcurl libarchive jansson libcrypto espeak-ng ompi-c
 CPPFLAGS += -Iinclude -D_GNU_SOURCE -DW2V_VERSION='"$(VERSION)"'
 DEPCFLAGS = $(shell pkg-config --cflags $(PKGS) 2>/dev/null)
 DEPLIBS   = $(shell pkg-config --libs $(PKGS) 2>/dev/null)
@@ -40,7 +40,7 @@ LDLIBS   = $(DEPLIBS) $(NOPC_LIBS) -fopenmp -pthread -lm
 # Debian packages: build, test (bats, python3 for round trips and the loopback
 # server, groff to check the man pages), benchmark (python3-torch) and plots
 # (gnuplot).
-DEBS := build-essential pkg-config libsndfile1-dev libsamplerate0-dev libmsgpack-dev \
+DEBS := build-essential pkg-config libsndfile1-dev libsamplerate0-dev libfftw3-dev libmsgpack-dev \
         libopenblas-dev libdnnl-dev libcurl4-openssl-dev libarchive-dev libjansson-dev libssl-dev \
         libespeak-ng-dev bats bats-assert bats-support python3 python3-msgpack \
         python3-numpy groff-base gnuplot-nox libopenmpi-dev openmpi-bin

@@ -351,6 +351,7 @@ int main(int argc, char **argv)
     w2v_header h;
     w2v_header_init(&h, W2V_BATCHES, in->nlabels, in->labels);
     h.sample_rate = in->sample_rate;
+    h.do_normalize = in->do_normalize;
     h.batches_per_epoch = batch_count(n, &o);
     h.epochs = o.epochs;
     h.batch_size = o.batch_size;

@@ -5,6 +5,7 @@
 
 #include <errno.h>
 #include <fcntl.h>
+#include <limits.h>
 #include <math.h>
 #include <samplerate.h>
 #include <sndfile.h>
@@ -200,6 +201,19 @@ int w2v_audio_load(const char *path, int rate, int converter, float **samples, i
     *samples = x;
     *n = (int64_t)len;
     return 0;
+}
+
+int64_t w2v_audio_resample(const float *in, int64_t n, double ratio, int converter, float *out, int64_t cap,
+                           char *err, size_t errlen)
+{
+    if (!src_is_valid_ratio(ratio)) return set_error(err, errlen, "cannot resample by %g (ratio out of range)", ratio);
+    /* libsamplerate counts frames in long */
+    if (n > LONG_MAX || cap > LONG_MAX) return set_error(err, errlen, "too many samples to resample");
+    SRC_DATA d = {.data_in = in, .input_frames = (long)n, .data_out = out, .output_frames = (long)cap,
+                  .src_ratio = ratio};
+    int e = src_simple(&d, converter, 1);
+    if (e) return set_error(err, errlen, "resampling failed: %s", src_strerror(e));
+    return d.output_frames_gen;
 }
 
 /* ---- normalisation, as numpy does it in float32 ---- */

@@ -116,6 +116,7 @@ void w2v_header_init(w2v_header *h, w2v_stream_type type, int nlabels, char *con
     h->type = type;
     h->sample_rate = 16000;
     h->batches_per_epoch = h->epochs = h->batch_size = -1;
+    h->do_normalize = -1;
     h->nlabels = nlabels;
     h->labels = xcalloc((size_t)nlabels + 1, sizeof *h->labels);
     for (int i = 0; i < nlabels; i++) h->labels[i] = xstrdup(labels[i]);
@@ -175,6 +176,8 @@ static int header_decode(const msgpack_object *o, w2v_header *h, char *err, size
     h->batches_per_epoch = opt_long(o, "batches_per_epoch");
     h->epochs = opt_long(o, "epochs");
     h->batch_size = opt_long(o, "batch_size");
+    const msgpack_object *dn = w2v_map_get(o, "do_normalize");
+    h->do_normalize = dn && dn->type == MSGPACK_OBJECT_BOOLEAN ? dn->via.boolean : -1;
     return 0;
 }
 
@@ -624,7 +627,7 @@ void w2v_pack_tensor(msgpack_packer *pk, w2v_dtype t, int ndim, const int64_t *s
 int w2v_write_header(w2v_writer *w, const w2v_header *h)
 {
     msgpack_packer *pk = &w->pk;
-    int extra = (h->batches_per_epoch >= 0) + (h->epochs >= 0) + (h->batch_size >= 0);
+    int extra = (h->batches_per_epoch >= 0) + (h->epochs >= 0) + (h->batch_size >= 0) + (h->do_normalize >= 0);
     msgpack_pack_map(pk, 5 + (size_t)extra);
     w2v_pack_str(pk, "format");
     w2v_pack_str(pk, "w2v-stream");
@@ -648,6 +651,11 @@ int w2v_write_header(w2v_writer *w, const w2v_header *h)
     if (h->batch_size >= 0) {
         w2v_pack_str(pk, "batch_size");
         msgpack_pack_long(pk, h->batch_size);
+    }
+    if (h->do_normalize >= 0) {
+        w2v_pack_str(pk, "do_normalize");
+        if (h->do_normalize) msgpack_pack_true(pk);
+        else msgpack_pack_false(pk);
     }
     return w2v_writer_status(w);
 }

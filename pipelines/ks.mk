@@ -19,6 +19,10 @@ GRAD_ACCUM      ?= 1
 WEIGHT_DECAY    ?= 0
 SEED            ?= 42
 BATCH_OPTS      ?= --shuffle --crop random
+# ks-augment's options (noise from NOISE_DIR, the corpus's own
+# _background_noise_); empty: the batches go to w2v-train as they are.
+AUGMENT_OPTS    ?=
+NOISE_DIR       ?= $(OUT)/data/speech_commands_v0.01/_background_noise_
 TRAIN_OPTS      ?=
 # Training on several processes or machines: e.g. MPIRUN="mpirun -np 4
 # --hostfile hosts" with THREADS per rank (the stream still comes from one
@@ -53,6 +57,7 @@ $(OUT)/run/model.safetensors: $(OUT)/train.examples $(OUT)/validation.batches $(
 	rm -rf $(@D)
 	ks-batch --quiet -b $(BATCH_SIZE) $(BATCH_OPTS) --max-length $(MAX_LENGTH) --epochs $(EPOCHS) --seed $(SEED) \
 	    $(OUT)/train.examples | \
+	  $(if $(AUGMENT_OPTS),ks-augment --quiet --seed $(SEED) $(AUGMENT_OPTS) |) \
 	  $(MPIRUN) w2v-train -m $(OUT)/init -o $(@D) --threads $(THREADS) --seed $(SEED) \
 	    --learning-rate $(LEARNING_RATE) --warmup-ratio $(WARMUP_RATIO) --weight-decay $(WEIGHT_DECAY) \
 	    --gradient-accumulation-steps $(GRAD_ACCUM) --eval $(OUT)/validation.batches $(TRAIN_OPTS)

@@ -42,6 +42,12 @@ void w2v_audio_close(w2v_audio *a);
 int w2v_audio_load(const char *path, int rate, int converter, float **samples, int64_t *n,
                    char *err, size_t errlen);
 
+/* Resamples n samples held in memory by ratio (output rate / input rate)
+ * into out, which has room for cap samples: the count written (about n *
+ * ratio, at most cap), or -1 with the reason in err. */
+int64_t w2v_audio_resample(const float *in, int64_t n, double ratio, int converter, float *out, int64_t cap,
+                           char *err, size_t errlen);
+
 /* ---- normalisation ---- */
 
 /* Wav2Vec2FeatureExtractor's do_normalize, bit for bit as numpy computes it

@@ -42,6 +42,7 @@ typedef struct {
     long batches_per_epoch; /* batches streams: -1 when unknown */
     long epochs;            /* batches streams: -1 when unknown */
     long batch_size;        /* batches streams: -1 when unknown */
+    int do_normalize;       /* 1: input_values are normalised per example, 0: raw; -1 unknown */
 } w2v_header;
 void w2v_header_init(w2v_header *h, w2v_stream_type type, int nlabels, char *const *labels);
 void w2v_header_free(w2v_header *h);

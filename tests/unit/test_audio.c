@@ -294,6 +294,24 @@ static void test_converter_names(void)
     CHECK(w2v_audio_converter("nonsense") == -1, "unknown name");
 }
 
+/* In memory: a 1 kHz tone made 10% faster is 10% shorter and 10% higher
+ * (its zero crossings counted); a ratio libsamplerate refuses is an error. */
+static void test_resample_memory(void)
+{
+    enum { N = 16000 };
+    static float x[N], y[N];
+    for (int i = 0; i < N; i++) x[i] = sinf(2 * (float)M_PI * 1000 * (float)i / 16000);
+    char err[256];
+    int64_t m = w2v_audio_resample(x, N, 1 / 1.1, w2v_audio_converter("fastest"), y, N, err, sizeof err);
+    CHECK(m >= N / 1.1 - 2 && m <= N / 1.1 + 2, "%lld samples from %d at ratio 1/1.1", (long long)m, N);
+    int crossings = 0;
+    for (int64_t i = 1000; i < m - 1000; i++) crossings += (y[i - 1] < 0) != (y[i] < 0);
+    double hz = crossings / 2.0 / ((double)(m - 2000) / 16000);
+    CHECK(fabs(hz - 1100) < 5, "the tone is at %g Hz, not 1100", hz);
+    CHECK(w2v_audio_resample(x, N, 1000, 0, y, N, err, sizeof err) == -1 && strstr(err, "out of range"),
+          "ratio 1000: %s", err);
+}
+
 int main(void)
 {
     if (!mkdtemp(tmpdir)) {
@@ -304,6 +322,7 @@ int main(void)
     test_normalize_constant();
     test_pairwise_sum();
     test_converter_names();
+    test_resample_memory();
     test_resample(16000, 1, SF_FORMAT_WAV | SF_FORMAT_PCM_16, "wav", 0.01);
     test_resample(8000, 1, SF_FORMAT_WAV | SF_FORMAT_PCM_16, "wav", 0.01);
     test_resample(22050, 2, SF_FORMAT_WAV | SF_FORMAT_PCM_16, "wav", 0.01);
