@@ -1,6 +1,8 @@
 #!/usr/bin/python3
 """torch_w2v: Wav2Vec2ForSequenceClassification in plain torch.nn, timed the
-way bench/w2v-bench times libw2v, for a side-by-side benchmark.
+way bench/w2v-bench times libw2v, for a side-by-side benchmark; HuBERT's and
+WavLM's (config.json's model_type: the HuBERT feature projection without its
+LayerNorm, WavLM's gated relative position bias) too, not data2vec-audio's.
 
 The model is built from torch.nn layers (transformers is not needed) with
 Hugging Face's parameter names, so a transformers checkpoint loads into it
@@ -53,7 +55,9 @@ BASE = {
     "classifier_proj_size": 256, "use_weighted_layer_sum": False, "hidden_dropout": 0.1,
     "attention_dropout": 0.1, "activation_dropout": 0.0, "feat_proj_dropout": 0.1, "layerdrop": 0.0,
     "mask_time_prob": 0.05, "mask_feature_prob": 0.0, "initializer_range": 0.02, "num_labels": 12,
+    "model_type": "wav2vec2", "feat_proj_layer_norm": True, "num_buckets": 320, "max_bucket_distance": 800,
 }
+PREFIX = {"wav2vec2": "wav2vec2", "hubert": "hubert", "wavlm": "wavlm"}
 MODES = ("infer", "train", "train-frozen")
 
 
@@ -112,12 +116,15 @@ class FeatureEncoder(nn.Module):
 class FeatureProjection(nn.Module):
     def __init__(self, c):
         super().__init__()
-        self.layer_norm = nn.LayerNorm(c["conv_dim"][-1], eps=c["layer_norm_eps"])
+        if c["feat_proj_layer_norm"]:  # HuBERT's flag (distilHuBERT: off)
+            self.layer_norm = nn.LayerNorm(c["conv_dim"][-1], eps=c["layer_norm_eps"])
         self.projection = nn.Linear(c["conv_dim"][-1], c["hidden_size"])
         self.dropout = nn.Dropout(c["feat_proj_dropout"])
 
     def forward(self, x):
-        return self.dropout(self.projection(norm(self.layer_norm, x)))
+        if hasattr(self, "layer_norm"):
+            x = norm(self.layer_norm, x)
+        return self.dropout(self.projection(x))
 
 
 class PositionalConvEmbedding(nn.Module):
@@ -136,22 +143,50 @@ class PositionalConvEmbedding(nn.Module):
         return gelu(x).transpose(1, 2)
 
 
+def relpos_bucket(d, num_buckets, max_distance):
+    """WavLM's bucket of each relative distance d (key - query): exact up to a
+    quarter of the buckets, logarithmic to max_distance, the sign in the upper
+    half."""
+    half = num_buckets // 2
+    exact = half // 2
+    a = d.abs()
+    large = exact + (torch.log(a.float() / exact) / math.log(max_distance / exact) * (half - exact)).long()
+    return (d > 0).long() * half + torch.where(a < exact, a, large.clamp(max=half - 1))
+
+
 class Attention(nn.Module):
-    def __init__(self, c):
+    def __init__(self, c, first):
         super().__init__()
         H = c["hidden_size"]
         self.heads = c["num_attention_heads"]
         self.scaling = (H // self.heads) ** -0.5
+        self.wavlm = c["model_type"] == "wavlm"
+        if self.wavlm:
+            self.gru_rel_pos_const = nn.Parameter(torch.ones(1, self.heads, 1, 1))
         self.k_proj, self.v_proj, self.q_proj, self.out_proj = (nn.Linear(H, H) for _ in range(4))
+        if self.wavlm:
+            self.gru_rel_pos_linear = nn.Linear(H // self.heads, 8)
+            self.buckets = (c["num_buckets"], c["max_bucket_distance"])
+            if first:  # layer 0 owns the embedding every layer's bias comes from
+                self.rel_attn_embed = nn.Embedding(c["num_buckets"], self.heads)
         self.dropout = nn.Dropout(c["attention_dropout"])
 
-    def forward(self, x):
+    def forward(self, x, bias=None):
+        """x [B, T, H]; WavLM: bias [heads, T, T], None in layer 0, which makes it."""
         B, T, H = x.shape
         split = lambda t: t.view(B, T, self.heads, H // self.heads).transpose(1, 2)
         q = split(self.q_proj(x) * self.scaling)  # scaled after the bias, as HF
         k, v = split(self.k_proj(x)), split(self.v_proj(x))
-        probs = self.dropout(torch.softmax(q @ k.transpose(-1, -2), dim=-1))
-        return self.out_proj((probs @ v).transpose(1, 2).reshape(B, T, H))
+        scores = q @ k.transpose(-1, -2)
+        if self.wavlm:
+            if bias is None:
+                t = torch.arange(T)
+                bias = self.rel_attn_embed(relpos_bucket(t[None, :] - t[:, None], *self.buckets)).permute(2, 0, 1)
+            g = torch.sigmoid(self.gru_rel_pos_linear(split(x)).view(B, self.heads, T, 2, 4).sum(-1))
+            gate = g[..., :1] * (g[..., 1:] * self.gru_rel_pos_const - 1.0) + 2.0  # [B, heads, T, 1]
+            scores = scores + gate * bias
+        probs = self.dropout(torch.softmax(scores, dim=-1))
+        return self.out_proj((probs @ v).transpose(1, 2).reshape(B, T, H)), bias
 
 
 class FeedForward(nn.Module):
@@ -168,22 +203,24 @@ class FeedForward(nn.Module):
 
 
 class EncoderLayer(nn.Module):
-    def __init__(self, c):
+    def __init__(self, c, first):
         super().__init__()
         H = c["hidden_size"]
         self.stable = c["do_stable_layer_norm"]
-        self.attention = Attention(c)
+        self.attention = Attention(c, first)
         self.dropout = nn.Dropout(c["hidden_dropout"])
         self.layer_norm = nn.LayerNorm(H, eps=c["layer_norm_eps"])
         self.feed_forward = FeedForward(c)
         self.final_layer_norm = nn.LayerNorm(H, eps=c["layer_norm_eps"])
 
-    def forward(self, h):
+    def forward(self, h, bias):
         if self.stable:  # pre-LN
-            h = h + self.dropout(self.attention(norm(self.layer_norm, h)))
-            return h + self.feed_forward(norm(self.final_layer_norm, h))
-        h = norm(self.layer_norm, h + self.dropout(self.attention(h)))
-        return norm(self.final_layer_norm, h + self.feed_forward(h))
+            a, bias = self.attention(norm(self.layer_norm, h), bias)
+            h = h + self.dropout(a)
+            return h + self.feed_forward(norm(self.final_layer_norm, h)), bias
+        a, bias = self.attention(h, bias)
+        h = norm(self.layer_norm, h + self.dropout(a))
+        return norm(self.final_layer_norm, h + self.feed_forward(h)), bias
 
 
 class Encoder(nn.Module):
@@ -194,7 +231,8 @@ class Encoder(nn.Module):
         self.pos_conv_embed = PositionalConvEmbedding(c)
         self.layer_norm = nn.LayerNorm(c["hidden_size"], eps=c["layer_norm_eps"])
         self.dropout = nn.Dropout(c["hidden_dropout"])
-        self.layers = nn.ModuleList(EncoderLayer(c) for _ in range(c["num_hidden_layers"]))
+        self.layers = nn.ModuleList(EncoderLayer(c, i == 0) for i in range(c["num_hidden_layers"]))
+        self.keep_first = c["model_type"] == "wavlm"  # whose layer 0 makes the bias
 
     def forward(self, h):
         """All hidden states, as HF's output_hidden_states."""
@@ -202,11 +240,11 @@ class Encoder(nn.Module):
         if not self.stable:
             h = norm(self.layer_norm, h)
         h = self.dropout(h)
-        states = [h]
-        for layer in self.layers:
+        states, bias = [h], None
+        for i, layer in enumerate(self.layers):
             # LayerDrop draws for every layer, as HF does
-            if not (self.training and torch.rand([]) < self.layerdrop):
-                h = layer(h)
+            if not (self.training and torch.rand([]) < self.layerdrop and not (self.keep_first and i == 0)):
+                h, bias = layer(h, bias)
             states.append(h)
         if self.stable:
             states[-1] = norm(self.layer_norm, h)
@@ -230,7 +268,10 @@ class Wav2Vec2Classifier(nn.Module):
     def __init__(self, c):
         super().__init__()
         self.weighted = c["use_weighted_layer_sum"]
-        self.wav2vec2 = Backbone(c)
+        if c["model_type"] not in PREFIX:
+            sys.exit("torch_w2v: model_type %s is not implemented here" % c["model_type"])
+        self.prefix = PREFIX[c["model_type"]]
+        setattr(self, self.prefix, Backbone(c))  # HF's names: wav2vec2., hubert., wavlm.
         if self.weighted:
             self.layer_weights = nn.Parameter(torch.ones(c["num_hidden_layers"] + 1) / (c["num_hidden_layers"] + 1))
         self.projector = nn.Linear(c["hidden_size"], c["classifier_proj_size"])
@@ -238,7 +279,7 @@ class Wav2Vec2Classifier(nn.Module):
         self.apply(lambda m: init_weights(m, c["initializer_range"]))
 
     def forward(self, x):
-        states = self.wav2vec2(x)
+        states = getattr(self, self.prefix)(x)
         if self.weighted:
             h = (torch.stack(states, -1) * torch.softmax(self.layer_weights, -1)).sum(-1)
         else:
@@ -246,7 +287,7 @@ class Wav2Vec2Classifier(nn.Module):
         return self.classifier(self.projector(h).mean(1))
 
     def freeze_feature_encoder(self):
-        for p in self.wav2vec2.feature_extractor.parameters():
+        for p in getattr(self, self.prefix).feature_extractor.parameters():
             p.requires_grad = False
 
 
