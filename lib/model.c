@@ -1,13 +1,16 @@
-/* Wav2Vec2ForSequenceClassification: the parameter table with named views
- * into one block, the activation arena, the batch's shards, and the two
- * passes, which run the blocks of blocks.h in order and back:
+/* Wav2Vec2ForSequenceClassification (and the HuBERT, data2vec-audio and
+ * WavLM classifiers, whose differences are options of the blocks): the
+ * parameter table with named views into one block, the activation arena,
+ * the batch's shards, and the two passes, which run the blocks of blocks.h
+ * in order and back:
  *
  *   audio [B, T]
  *   -> conv feature encoder (conv, norm, GELU) x num_conv_layers   [B, F, C]   block_conv.c
  *   -> feature projection (LayerNorm, Linear, dropout),            [B, F, H]   block_featproj.c
  *      SpecAugment (training), padded frames zeroed (mask mode)
  *   -> + positional conv embedding (weight-normed grouped conv,              block_posconv.c
- *      GELU), the encoder's LayerNorm (post-LN) and dropout
+ *      GELU; data2vec-audio: a stack of plain convs, LayerNorm, GELU),
+ *      the encoder's LayerNorm (post-LN) and dropout
  *   -> transformer layers (post-LN or pre-LN; WavLM: with the      [B, F, H]   block_layer.c
  *      gated relative position bias of layer 0's embedding)
  *   -> (pre-LN: the encoder's LayerNorm)                                      block_posconv.c

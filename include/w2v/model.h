@@ -1,5 +1,6 @@
-/* Wav2Vec2ForSequenceClassification: parameters, the forward and backward
- * passes, and Hugging Face checkpoint directories. */
+/* Wav2Vec2ForSequenceClassification, or the HuBERT, data2vec-audio or WavLM
+ * classifier the config's model_type names: parameters, the forward and
+ * backward passes, and Hugging Face checkpoint directories. */
 #ifndef W2V_MODEL_H
 #define W2V_MODEL_H
 
