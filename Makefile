@@ -123,7 +123,7 @@ SAN_MAKE   = $(MAKE) BUILD=build-san CFLAGS="-O1 -g $(SAN_FLAGS)" LDFLAGS="$(SAN
 # Then the programs, built the same way, through the bats suites that feed
 # them hostile input.  Leak checking is off for programs: they exit through
 # w2v_die without freeing, which is no bug.
-SAN_BATS := stream ks-cat ks-extract w2v-convert
+SAN_BATS := stream ks-cat ks-extract ks-augment w2v-convert
 SAN_PROG_ENV := W2V_SANITIZED=1 ASAN_OPTIONS=halt_on_error=1:abort_on_error=1:detect_leaks=0 \
                 UBSAN_OPTIONS=halt_on_error=1:abort_on_error=1:print_stacktrace=1
 sanitize:
