@@ -345,6 +345,33 @@ for path in ("out.stream", "rooms.stream"):
     [ ! -s err ] || fail "ks-augment wrote to stderr: $(cat err)"
 }
 
+@test "ks-augment: raw audio from ks-extract --no-normalize stays raw" {
+    mknoise
+    mkwav a.wav 16000 16000 1 sine 500
+    printf 'a\ta.wav\tyes\n' > m.tsv
+    ks-extract --quiet --no-normalize m.tsv | ks-batch --quiet -b 1 -o raw.stream
+    ks-augment --quiet --noise noise --noise-prob 1 --snr-db 20,20 -o out.stream raw.stream
+    "$PY" -c "$PYLIB"'
+h, [b] = read_stream("out.stream")
+assert h["do_normalize"] is False, h
+_, [a] = read_stream("raw.stream")
+x, y = arr(a["input_values"])[0].astype(np.float64), arr(b["input_values"])[0].astype(np.float64)
+assert abs(10 * np.log10(np.mean(x ** 2) / np.mean((y - x) ** 2)) - 20) < 0.5
+assert abs(np.std(y) - 1) > 0.3, np.std(y)  # not normalised: the tone has amplitude 0.5
+'
+}
+
+@test "ks-augment: pipelines/ks.mk puts it between ks-batch and w2v-train when AUGMENT_OPTS is set" {
+    make -n -f "$TOP/pipelines/demo.mk" OUT="$T/d" AUGMENT_OPTS='--speed 0.9,1.1 --noise $(NOISE_DIR)' \
+        "$T/d/run/model.safetensors" > plan
+    run grep -B1 -A1 "ks-augment" plan
+    assert_line --index 0 --partial "train.examples | "
+    assert_line --index 1 --partial "ks-augment --quiet --seed 1 --speed 0.9,1.1 --noise $T/d/data/speech_commands_v0.01/_background_noise_ | "
+    assert_line --index 2 --partial "w2v-train -m $T/d/init"
+    make -n -f "$TOP/pipelines/demo.mk" OUT="$T/d" "$T/d/run/model.safetensors" > plain
+    ! grep -q ks-augment plain
+}
+
 @test "ks-augment: in a pipeline after ks-extract and ks-batch" {
     mknoise
     mkwav a.wav 16000 16000 1 sine 500
