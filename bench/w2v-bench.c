@@ -211,7 +211,9 @@ int main(int argc, char **argv)
     w2v_input in = {.B = B, .T = T, .x = x, .lengths = lengths, .labels = train ? labels : NULL};
     float loss = 0;
     for (int it = 0; it < warmup + iters; it++) {
-        w2v_run run = {train, (uint64_t)seed, (uint64_t)it, -1, bf16};
+        /* inference as w2v-predict runs it (and torch.inference_mode) */
+        w2v_run run = {.training = train, .seed = (uint64_t)seed, .step = (uint64_t)it, .attention_mask = -1,
+                       .bf16 = bf16, .inference = !train};
         double t[NPHASES + 1];
         t[0] = w2v_now();
         loss = w2v_model_forward(m, &in, &run, NULL, err, sizeof err);

@@ -36,17 +36,31 @@ void conv_layout(const block_run *r, arena *ar, conv_acts *a, arena *gr, conv_gr
 {
     const w2v_config *c = r->cfg;
     long big = 0, inner = 0; /* the largest layer; the largest input of layers 1 and up */
+    long even = 0, odd = 0;  /* the largest of the even layers, of the odd */
     for (int l = 0; l < c->num_conv_layers; l++) {
         long n = (long)r->Tl[l + 1] * c->conv_dim[l];
-        a->out[l] = arena_take(ar, n);
-        a->norm[l] = normed(c, l) ? arena_take(ar, n) : a->out[l];
-        a->act[l] = arena_take(ar, n);
+        big = n > big ? n : big;
+        if (l < c->num_conv_layers - 1) inner = n > inner ? n : inner;
+        if (l % 2) odd = n > odd ? n : odd;
+        else even = n > even ? n : even;
+    }
+    /* inference: layer l reads only act[l - 1], so the acts take two
+     * buffers in turn, and every layer's out and norm one each */
+    float *act[2] = {0}, *out = NULL, *norm = NULL;
+    if (r->inference) {
+        act[0] = arena_take(ar, even), act[1] = arena_take(ar, odd);
+        out = arena_take(ar, big), norm = arena_take(ar, big);
+    }
+    for (int l = 0; l < c->num_conv_layers; l++) {
+        long n = (long)r->Tl[l + 1] * c->conv_dim[l];
+        a->out[l] = r->inference ? out : arena_take(ar, n);
+        a->norm[l] = !normed(c, l) ? a->out[l] : r->inference ? norm : arena_take(ar, n);
+        a->act[l] = r->inference ? act[l % 2] : arena_take(ar, n);
         long stats = c->feat_extract_norm_layer ? r->Tl[l + 1] : c->conv_dim[l];
         a->mean[l] = normed(c, l) ? arena_take(ar, stats) : NULL;
         a->rstd[l] = normed(c, l) ? arena_take(ar, stats) : NULL;
-        big = n > big ? n : big;
-        if (l < c->num_conv_layers - 1) inner = n > inner ? n : inner;
     }
+    if (!gr) return; /* no backward, or a frozen encoder */
     d->act = arena_take(gr, inner);
     d->norm = arena_take(gr, big);
     d->out = arena_take(gr, big);

@@ -102,6 +102,7 @@ typedef struct {
     float p_hidden, p_attn, p_act, p_feat; /* dropout probabilities, 0 in evaluation */
     float *scratch;    /* for the convolutions and attention; the blocks' *_scratch() floats */
     const float *pos_bias; /* WavLM: [nh, F, F] the relative position bias, one for the batch */
+    int inference;     /* no backward follows: the layouts let activations that no later op reads share memory */
 } block_run;
 
 /* Where randomness is drawn: each site gets its own stream of the step's

@@ -143,7 +143,7 @@ static int too_short(const w2v_classifier *c, const char *key, int64_t n, char *
 static int forward(w2v_classifier *c, int B, int T, const w2v_clip *clips, char *err, size_t errlen)
 {
     w2v_input in = {.B = B, .T = T, .x = c->x, .lengths = c->lengths, .labels = c->labels};
-    w2v_run run = {.training = 0, .attention_mask = -1, .bf16 = c->bf16};
+    w2v_run run = {.training = 0, .attention_mask = -1, .bf16 = c->bf16, .inference = 1};
     if (w2v_model_forward(c->m, &in, &run, c->logits, err, errlen) < 0) return -1;
     for (size_t i = 0; i < (size_t)B * c->nlabels; i++)
         if (!isfinite(c->logits[i]))

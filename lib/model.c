@@ -25,6 +25,8 @@
 
 #include <omp.h>
 #include <stdarg.h>
+#include <sched.h>
+#include <sys/mman.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -69,8 +71,9 @@ typedef struct {
  * taken through the whole model by one thread, with single-threaded
  * operations inside, its own scratch and activation gradients, and, after
  * the first shard, its own parameter-gradient block, added to the model's
- * after the backward pass.  On a few cores this beats splitting each
- * operation: no thread pool wakes, waits or divides a small GEMM per op. */
+ * as the backward pass goes (see reduce_layer).  On a few cores this beats
+ * splitting each operation: no thread pool wakes, waits or divides a small
+ * GEMM per op. */
 typedef struct {
     block_run run;
     acts a;
@@ -78,7 +81,8 @@ typedef struct {
     float *grads_mem;  /* the activation gradients, made when a backward first needs them */
     long grads_need, grads_size, scratch_size;
     views g;
-    float *grad_block; /* NULL for the first shard, which uses the model's */
+    float *ring[2], *rest, *rel; /* after the first shard: see ensure_shard_grads */
+    int rest_mapped;
 } shard;
 
 struct w2v_model {
@@ -101,7 +105,12 @@ struct w2v_model {
     int *skip;         /* [L]: LayerDrop's draws */
     shard *shards;
     int nshards, cap_shards;
+    long *layer_from, layer_to; /* [L]: where layer i's parameters start; the end of the last's */
+    int *layer_shards; /* [L]: shards done with layer i's backward (layer_done) */
+    int *layer_added;  /* [L]: layer i's gradients added from every shard */
+    long rel_from, rel_size; /* WavLM's rel_attn_embed in the block */
     int frozen, training, has_labels;
+    int inference;     /* the last forward kept no activations for a backward */
     gemm_mode mode; /* the products' precision: the last forward's, kept for its backward */
     long time_masked;
     uint64_t key; /* randomness of the last forward */
@@ -114,6 +123,7 @@ struct param_walk {
     float *block; /* NULL: views are not set */
     long off;
     int record;   /* append each parameter to m's table */
+    long origin;  /* the offset at block[0] (a layer's buffer of its own) */
 };
 
 void param_add(param_walk *w, float **view, init_kind init, double value, int decay, int fe, int ndim, long s0, long s1,
@@ -141,7 +151,7 @@ void param_add(param_walk *w, float **view, init_kind init, double value, int de
         m->init[i] = init;
         m->init_value[i] = (float)value;
     }
-    if (w->block) *view = w->block + w->off;
+    if (w->block) *view = w->block + (w->off - w->origin);
     /* keep every tensor 16-float aligned for vector loads */
     w->off += (size + 15) / 16 * 16;
 }
@@ -158,7 +168,11 @@ static long walk(w2v_model *m, views *v, float *block, int record)
     conv_declare(&w, &v->conv, c);
     featproj_declare(&w, &v->fp, c);
     posconv_declare(&w, &v->pos, c);
-    for (int i = 0; i < c->num_hidden_layers; i++) layer_declare(&w, &v->layer[i], c, i);
+    for (int i = 0; i < c->num_hidden_layers; i++) {
+        if (record) m->layer_from[i] = w.off;
+        layer_declare(&w, &v->layer[i], c, i);
+    }
+    if (record) m->layer_to = w.off;
     /* WavLM: layer 0 owns the relative position embedding every layer uses */
     for (int i = 1; i < c->num_hidden_layers; i++) v->layer[i].rel_embed = v->layer[0].rel_embed;
     head_declare(&w, &v->head, c);
@@ -173,9 +187,17 @@ w2v_model *w2v_model_new(const w2v_config *c)
     int L = c->num_hidden_layers;
     m->p.layer = xcalloc((size_t)L + 1, sizeof *m->p.layer);
     m->g.layer = xcalloc((size_t)L + 1, sizeof *m->g.layer);
+    m->layer_from = xcalloc((size_t)L + 1, sizeof *m->layer_from);
+    m->layer_shards = xcalloc((size_t)L + 1, sizeof *m->layer_shards);
+    m->layer_added = xcalloc((size_t)L + 1, sizeof *m->layer_added);
     m->nfloats = walk(m, &m->p, NULL, 1);
     m->block = xalloc_floats((size_t)m->nfloats);
     walk(m, &m->p, m->block, 0);
+    if (L > 0 && m->p.layer[0].rel_embed) { /* WavLM */
+        m->rel_from = m->p.layer[0].rel_embed - m->block;
+        for (int i = 0; i < m->nparams; i++)
+            if (m->params[i].offset == m->rel_from) m->rel_size = m->params[i].size;
+    }
     m->skip = xcalloc((size_t)L + 1, sizeof *m->skip);
     return m;
 }
@@ -215,11 +237,18 @@ void w2v_model_free(w2v_model *m)
         free_views(sh);
         free(sh->run.scratch);
         free(sh->grads_mem);
-        free(sh->grad_block);
+        if (sh->rest_mapped) munmap(sh->rest, (size_t)m->nfloats * sizeof(float));
+        else free(sh->rest);
+        free(sh->ring[0]);
+        free(sh->ring[1]);
+        free(sh->rel);
         if (s) free(sh->g.layer);
     }
     free(m->shards);
     free(m->skip);
+    free(m->layer_from);
+    free(m->layer_shards);
+    free(m->layer_added);
     free(m->block);
     free(m->grad_block);
     gemm_weights_free(m->mode.weights);
@@ -328,8 +357,10 @@ int w2v_model_param_has_grad(const w2v_model *m, int i)
 
 /* Lays out shard sh's activations, its examples' part of a batch of B
  * from base, and its activation gradients from grads_base; NULL bases only
- * count.  Returns the arena's size; sh->grads_need is the gradients'. */
-static long layout(shard *sh, int B, float *base, float *grads_base)
+ * count.  A frozen encoder has no gradients; an inference pass keeps one
+ * layer's tensors (sh->run.inference).  Returns the arena's size;
+ * sh->grads_need is the gradients'. */
+static long layout(const w2v_model *m, shard *sh, int B, float *base, float *grads_base)
 {
     const block_run *r = &sh->run;
     const w2v_config *c = r->cfg;
@@ -339,8 +370,8 @@ static long layout(shard *sh, int B, float *base, float *grads_base)
     int L = c->num_hidden_layers;
     long FH = (long)r->F * c->hidden_size;
     a->input = arena_take(&ar, r->T);
-    conv_layout(r, &ar, &a->conv, &gr, &d->conv);
-    d->features = arena_take(&gr, (long)r->F * c->conv_dim[c->num_conv_layers - 1]);
+    conv_layout(r, &ar, &a->conv, m->frozen ? NULL : &gr, &d->conv);
+    d->features = m->frozen ? NULL : arena_take(&gr, (long)r->F * c->conv_dim[c->num_conv_layers - 1]);
     featproj_layout(r, &ar, &a->fp, &gr, &d->fp);
     d->enc_in = arena_take(&gr, FH);
     posconv_layout(r, &ar, &a->pos, &gr, &d->pos);
@@ -348,8 +379,15 @@ static long layout(shard *sh, int B, float *base, float *grads_base)
     for (int i = 0; i <= L; i++) a->reported[i] = a->hidden[i] = arena_take(&ar, FH);
     if (c->do_stable_layer_norm) a->reported[L] = a->pos.final;
     d->hidden = arena_take(&gr, FH);
-    /* one set of gradients serves every layer */
-    for (int i = 0; i < L; i++) layer_layout(r, &ar, &a->layer[i], i ? NULL : &gr, &d->layer);
+    /* one set of gradients serves every layer; in inference, one set of
+     * activations too */
+    long layers = ar.off, end = ar.off;
+    for (int i = 0; i < L; i++) {
+        if (r->inference) ar.off = layers;
+        layer_layout(r, &ar, &a->layer[i], i ? NULL : &gr, &d->layer);
+        end = ar.off > end ? ar.off : end;
+    }
+    ar.off = end;
     head_layout(r, &ar, &a->head, &gr, &d->head);
     sh->grads_need = gr.off;
     return ar.off;
@@ -375,6 +413,7 @@ static void cut_shard(w2v_model *m, int s, int ns)
     r->b0 = (int)((long)m->B * s / ns);
     r->B = (int)((long)m->B * (s + 1) / ns) - r->b0;
     r->T = m->T, r->F = m->F, r->Tl = m->Tl;
+    r->inference = m->inference;
 }
 
 /* Points a shard's views at its examples in the arena, with scratch for
@@ -383,7 +422,7 @@ static void ensure_shard(w2v_model *m, shard *sh)
 {
     const w2v_config *c = &m->cfg;
     block_run *r = &sh->run;
-    layout(sh, m->B, m->arena, NULL);
+    layout(m, sh, m->B, m->arena, NULL);
     sh->a.fp.time_mask = m->time_mask + (long)r->b0 * m->F;
     sh->a.fp.feat_mask = m->feat_mask + (long)r->b0 * c->hidden_size;
     long scratch = layer_scratch(r), n;
@@ -412,7 +451,7 @@ static void ensure_acts(w2v_model *m, int B, int T, int F)
     }
     m->nshards = ns;
     for (int s = 0; s < ns; s++) cut_shard(m, s, ns);
-    long need = layout(&m->shards[0], B, NULL, NULL); /* any shard's layout counts the whole arena */
+    long need = layout(m, &m->shards[0], B, NULL, NULL); /* any shard's layout counts the whole arena */
     if (!m->arena || need > m->arena_size || (long)B * F > m->cap_bf || B > m->cap_b) {
         free_batch(m);
         m->arena = xalloc_floats((size_t)need);
@@ -519,6 +558,7 @@ float w2v_model_forward(w2v_model *m, const w2v_input *in, const w2v_run *run, f
         if (w2v_config_frames(c, (long)in->lengths[b]) < 1)
             return set_error(err, errlen, "example %d has %lld samples: the model needs at least %ld", b,
                              (long long)in->lengths[b], w2v_config_min_samples(c));
+    m->inference = run->inference && !run->training;
     ensure_acts(m, B, T, (int)F);
     acts *a = batch_acts(m);
     /* the precision of this pass's products and its backward's (autocast's
@@ -570,28 +610,114 @@ float w2v_model_forward(w2v_model *m, const w2v_input *in, const w2v_run *run, f
 
 static void ensure_grad_acts(w2v_model *m, shard *sh)
 {
+    layout(m, sh, m->B, m->arena, NULL); /* counts: the encoder may have been frozen since the forward */
     if (sh->grads_need > sh->grads_size) {
         free(sh->grads_mem);
         sh->grads_mem = xalloc_floats((size_t)sh->grads_need);
         sh->grads_size = sh->grads_need;
     }
-    layout(sh, m->B, m->arena, sh->grads_mem);
+    layout(m, sh, m->B, m->arena, sh->grads_mem);
 }
 
-/* Where a shard's parameter gradients go: the model's block for the
- * first, a zeroed block of its own for the others. */
+/* Where a shard's parameter gradients go.  The first shard writes the
+ * model's block.  Each other shard writes a layer's gradients into one of
+ * two buffers of a layer's size, taken in turn (ring), WavLM's
+ * rel_attn_embed, which every layer writes, into one of its own (rel), and
+ * the rest (head, positional conv, feature projection and encoder) into a
+ * mapped block of the model's size (rest) whose pages cost memory only
+ * where written: a frozen encoder's never are.  All of them hold zeros
+ * when a backward starts. */
 static void ensure_shard_grads(w2v_model *m, shard *sh)
 {
     if (sh == &m->shards[0]) {
         sh->g = m->g;
         return;
     }
-    if (!sh->grad_block) {
-        sh->grad_block = xalloc_floats((size_t)m->nfloats);
-        sh->g.layer = xcalloc((size_t)m->cfg.num_hidden_layers + 1, sizeof *sh->g.layer);
-        walk(m, &sh->g, sh->grad_block, 0);
-    } else {
-        memset(sh->grad_block, 0, (size_t)m->nfloats * sizeof(float));
+    if (sh->rest) return;
+    const w2v_config *c = &m->cfg;
+    long layer = 0; /* the largest layer's floats (WavLM's layer 0 has rel_attn_embed too) */
+    for (int i = 0; i < c->num_hidden_layers; i++) {
+        long n = (i + 1 < c->num_hidden_layers ? m->layer_from[i + 1] : m->layer_to) - m->layer_from[i];
+        layer = n > layer ? n : layer;
+    }
+    void *p = mmap(NULL, (size_t)m->nfloats * sizeof(float), PROT_READ | PROT_WRITE,
+                   MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE, -1, 0);
+    sh->rest = p == MAP_FAILED ? xalloc_floats((size_t)m->nfloats) : p;
+    sh->rest_mapped = p != MAP_FAILED;
+    for (int k = 0; k < 2; k++) sh->ring[k] = xalloc_floats((size_t)layer);
+    sh->g.layer = xcalloc((size_t)c->num_hidden_layers + 1, sizeof *sh->g.layer);
+    walk(m, &sh->g, sh->rest, 0);
+    for (int i = 0; i < c->num_hidden_layers; i++) {
+        param_walk w = {m, sh->ring[i % 2], m->layer_from[i], 0, m->layer_from[i]};
+        layer_declare(&w, &sh->g.layer[i], c, i);
+    }
+    if (m->rel_size) {
+        sh->rel = xalloc_floats((size_t)m->rel_size);
+        for (int i = 0; i < c->num_hidden_layers; i++) sh->g.layer[i].rel_embed = sh->rel;
+    }
+}
+
+/* The other shards' gradients added into the model's, in shard order
+ * (one order: the sum does not depend on which thread adds which part):
+ * m[j] += g_1[j - from] + g_2[j - from] + ... for j in [from, to), where
+ * g_k is what buffer(shard k) returns. */
+static void add_shards(w2v_model *m, long from, long to, float *(*buffer)(shard *sh, void *ctx), void *ctx)
+{
+    float *g[64], **gk = m->nshards - 1 <= 64 ? g : xmalloc((size_t)(m->nshards - 1) * sizeof *gk);
+    for (int k = 1; k < m->nshards; k++) gk[k - 1] = buffer(&m->shards[k], ctx);
+    /* all threads when called outside the shards' threads */
+    #pragma omp parallel for if (!omp_in_parallel())
+    for (long j = from; j < to; j++) {
+        float sum = 0;
+        for (int k = 1; k < m->nshards; k++) sum += gk[k - 1][j - from];
+        m->grad_block[j] += sum;
+    }
+    if (gk != g) free(gk);
+}
+
+static float *ring_of(shard *sh, void *i) { return sh->ring[*(int *)i % 2]; }
+static float *rest_of(shard *sh, void *from) { return sh->rest + *(long *)from; }
+static float *rel_of(shard *sh, void *ctx) { (void)ctx; return sh->rel; }
+
+/* A shard is about to write layer i's gradients into ring[i % 2]: layer
+ * i + 2's, which were there, must have been added first.  A shard waits
+ * only when two layers ahead of the slowest. */
+static void layer_start(w2v_model *m, int i)
+{
+    if (m->nshards == 1 || i + 2 >= m->cfg.num_hidden_layers) return;
+    while (!__atomic_load_n(&m->layer_added[i + 2], __ATOMIC_ACQUIRE)) sched_yield();
+}
+
+/* A shard has done layer i's backward.  The last to finish it adds every
+ * shard's ring into the model's block and zeroes them, while the others
+ * go on: no barrier (on a busy machine, threads that wait for the slowest
+ * at every layer lost half the backward's speed).  So a shard holds two
+ * layers' gradients, not the model's: 2 x 28 MiB, not 361, for
+ * wav2vec2-base. */
+static void layer_done(w2v_model *m, int i)
+{
+    if (m->nshards == 1 || __atomic_add_fetch(&m->layer_shards[i], 1, __ATOMIC_ACQ_REL) < m->nshards) return;
+    long from = m->layer_from[i], to = i + 1 < m->cfg.num_hidden_layers ? m->layer_from[i + 1] : m->layer_to;
+    add_shards(m, from, to, ring_of, &i);
+    for (int k = 1; k < m->nshards; k++) memset(m->shards[k].ring[i % 2], 0, (size_t)(to - from) * sizeof(float));
+    __atomic_store_n(&m->layer_added[i], 1, __ATOMIC_RELEASE);
+}
+
+/* After every shard's backward: their other gradients added, and zeroed
+ * where written (a frozen encoder's pages stay untouched). */
+static void add_rest(w2v_model *m)
+{
+    long ranges[2][2] = {{0, m->layer_from[0]}, {m->layer_to, m->nfloats}};
+    for (int r = 0; r < 2; r++) add_shards(m, ranges[r][0], ranges[r][1], rest_of, &ranges[r][0]);
+    if (m->rel_size) add_shards(m, m->rel_from, m->rel_from + m->rel_size, rel_of, NULL);
+    for (int k = 1; k < m->nshards; k++) {
+        shard *sh = &m->shards[k];
+        for (int i = 0; i < m->nparams; i++) {
+            const w2v_param *p = &m->params[i];
+            int in_layer = p->offset >= m->layer_from[0] && p->offset < m->layer_to;
+            if (!in_layer && !(p->feature_encoder && m->frozen)) memset(sh->rest + p->offset, 0, (size_t)p->size * sizeof(float));
+        }
+        if (sh->rel) memset(sh->rel, 0, (size_t)m->rel_size * sizeof(float));
     }
 }
 
@@ -617,10 +743,12 @@ static void shard_backward(w2v_model *m, shard *sh)
     else
         memcpy(d->hidden, d->head.hs[L], (size_t)nh * sizeof(float));
     for (int i = L - 1; i >= 0; i--) {
+        layer_start(m, i);
         if (!m->skip[i])
             layer_backward(r, i, &p->layer[i], &g->layer[i], &a->layer[i], &d->layer, a->hidden[i], d->hidden);
         if (c->use_weighted_layer_sum)
             for (long j = 0; j < nh; j++) d->hidden[j] += d->head.hs[i][j];
+        layer_done(m, i);
     }
     posconv_backward(r, &p->pos, &g->pos, &a->pos, &d->pos, a->fp.enc_in, d->hidden, d->enc_in);
     featproj_backward(r, &p->fp, &g->fp, &a->fp, &d->fp, a->conv.act[c->num_conv_layers - 1], d->enc_in,
@@ -632,22 +760,22 @@ static void shard_backward(w2v_model *m, shard *sh)
 void w2v_model_backward(w2v_model *m, float scale)
 {
     int n = m->cfg.num_labels;
-    if (!m->has_labels) return;
+    if (!m->has_labels || m->inference) return;
     ensure_grads(m);
     head_acts *h = &batch_acts(m)->head;
     zero(h->dlogits, (long)m->B * n);
     crossentropy_backward(h->dlogits, h->probs, m->labels, m->B, n);
     if (scale != 1.0f)
         for (long j = 0; j < (long)m->B * n; j++) h->dlogits[j] *= scale;
-    each_shard(m, shard_backward);
-    if (m->nshards == 1) return;
-    /* the other shards' gradients into the model's, in shard order */
-    #pragma omp parallel for
-    for (long j = 0; j < m->nfloats; j++) {
-        float s = 0;
-        for (int k = 1; k < m->nshards; k++) s += m->shards[k].grad_block[j];
-        m->grad_block[j] += s;
+    if (m->nshards == 1) {
+        shard_backward(m, &m->shards[0]);
+        return;
     }
+    memset(m->layer_shards, 0, (size_t)m->cfg.num_hidden_layers * sizeof *m->layer_shards);
+    memset(m->layer_added, 0, (size_t)m->cfg.num_hidden_layers * sizeof *m->layer_added);
+    each_shard(m, shard_backward);
+    /* the rest: the parameters before the layers' and after them */
+    add_rest(m);
 }
 
 /* ---- inspection ---- */

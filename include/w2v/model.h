@@ -96,6 +96,12 @@ typedef struct {
      * pass.  On a CPU without avx512_bf16 a note says so once and the pass
      * runs in fp32.  0 = fp32. */
     int bf16;
+    /* 1: no backward follows (torch.inference_mode): the forward keeps
+     * only what a later op reads, so that its memory is about a layer's,
+     * not the model's (hidden states and the head's outputs stay for
+     * w2v_model_activation); w2v_model_backward after it does nothing.
+     * Needs training 0. */
+    int inference;
 } w2v_run;
 
 /* Forward pass; logits [B, num_labels] are copied to logits when not NULL.
