@@ -580,8 +580,9 @@ int w2v_augment_batch(w2v_augment *a, long epoch, w2v_batch *b, long *counts, ch
         done[i] = w2v_augment_example(a, b->keys[i], epoch, repeat[i], b->input_values + (size_t)i * (size_t)b->time,
                                       b->lengths[i], e, sizeof e);
         if (done[i] < 0) {
-            /* the first row that failed, whatever the threads */
-            #pragma omp critical(augment_failed)
+            /* the first row that failed, whatever the threads (an unnamed
+             * critical: a named one is a global symbol outside the w2v_ API) */
+            #pragma omp critical
             if (i < failed) {
                 failed = i;
                 snprintf(why, sizeof why, "%s", e);
