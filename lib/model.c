@@ -103,6 +103,7 @@ struct w2v_model {
     int *valid;        /* [B] frames of each example (all F without the attention mask) */
     int64_t *labels;   /* [B] */
     int *skip;         /* [L]: LayerDrop's draws */
+    unsigned char *touched; /* [nparams]: got a gradient since w2v_model_zero_grad */
     shard *shards;
     int nshards, cap_shards;
     long *layer_from, layer_to; /* [L]: where layer i's parameters start; the end of the last's */
@@ -199,6 +200,7 @@ w2v_model *w2v_model_new(const w2v_config *c)
             if (m->params[i].offset == m->rel_from) m->rel_size = m->params[i].size;
     }
     m->skip = xcalloc((size_t)L + 1, sizeof *m->skip);
+    m->touched = xcalloc((size_t)m->nparams, 1);
     return m;
 }
 
@@ -246,6 +248,7 @@ void w2v_model_free(w2v_model *m)
     }
     free(m->shards);
     free(m->skip);
+    free(m->touched);
     free(m->layer_from);
     free(m->layer_shards);
     free(m->layer_added);
@@ -342,14 +345,24 @@ void w2v_model_zero_grad(w2v_model *m)
 {
     ensure_grads(m);
     memset(m->grad_block, 0, (size_t)m->nfloats * sizeof(float));
+    memset(m->touched, 0, (size_t)m->nparams);
 }
 void w2v_model_freeze_feature_encoder(w2v_model *m, int frozen) { m->frozen = frozen; }
 
-int w2v_model_param_has_grad(const w2v_model *m, int i)
+int w2v_model_param_has_grad(const w2v_model *m, int i) { return m->touched[i]; }
+
+/* Whether the last backward reached parameter i, as autograd would: not a
+ * frozen encoder's, not masked_spec_embed without a masked frame, not a
+ * layer LayerDrop skipped. */
+static int reached(const w2v_model *m, int i)
 {
     const w2v_param *p = &m->params[i];
     if (p->feature_encoder && m->frozen) return 0;
     if (m->p.fp.masked_spec_embed && m->block + p->offset == m->p.fp.masked_spec_embed) return m->time_masked > 0;
+    int L = m->cfg.num_hidden_layers;
+    for (int l = 0; l < L; l++)
+        if (p->offset >= m->layer_from[l] && p->offset < (l + 1 < L ? m->layer_from[l + 1] : m->layer_to))
+            return !m->skip[l];
     return 1;
 }
 
@@ -762,6 +775,7 @@ void w2v_model_backward(w2v_model *m, float scale)
     int n = m->cfg.num_labels;
     if (!m->has_labels || m->inference) return;
     ensure_grads(m);
+    for (int i = 0; i < m->nparams; i++) m->touched[i] |= (unsigned char)reached(m, i);
     head_acts *h = &batch_acts(m)->head;
     zero(h->dlogits, (long)m->B * n);
     crossentropy_backward(h->dlogits, h->probs, m->labels, m->B, n);

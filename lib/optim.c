@@ -81,6 +81,16 @@ void w2v_optim_free(w2v_optim *opt)
 
 long w2v_optim_steps(const w2v_optim *opt) { return opt->steps; }
 
+/* torch's AdamW skips a parameter whose grad is None.  Trainer zeroes
+ * gradients in place (zero_grad(set_to_none=False), torch 1.13), so a
+ * parameter has a grad, zero or not, from its first backward on: it is
+ * stepped from then, LayerDrop or not.  Its own step count says whether it
+ * had one before, which a resumed run reads back. */
+static int stepped(const w2v_optim *opt, const w2v_model *m, int i)
+{
+    return opt->t[i] > 0 || w2v_model_param_has_grad(m, i);
+}
+
 float w2v_optim_step(w2v_optim *opt, w2v_model *m, double *lr_used)
 {
     float *p = w2v_model_params(m, NULL), *g = w2v_model_grads(m, NULL);
@@ -94,7 +104,7 @@ float w2v_optim_step(w2v_optim *opt, w2v_model *m, double *lr_used)
      * result does not depend on the threads. */
     #pragma omp parallel for schedule(dynamic)
     for (int i = 0; i < np; i++) {
-        if (!w2v_model_param_has_grad(m, i)) continue;
+        if (!stepped(opt, m, i)) continue;
         const w2v_param *pp = w2v_model_param(m, i);
         double ss = 0;
         for (long j = 0; j < pp->size; j++) ss += (double)g[pp->offset + j] * g[pp->offset + j];
@@ -115,7 +125,7 @@ float w2v_optim_step(w2v_optim *opt, w2v_model *m, double *lr_used)
     if (lr_used) *lr_used = lr;
     #pragma omp parallel for schedule(dynamic)
     for (int i = 0; i < np; i++) {
-        if (!w2v_model_param_has_grad(m, i)) continue; /* torch skips a grad of None */
+        if (!stepped(opt, m, i)) continue;
         const w2v_param *pp = w2v_model_param(m, i);
         long t = ++opt->t[i];
         double wd = pp->decay ? o->weight_decay : 0.0;

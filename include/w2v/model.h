@@ -115,8 +115,11 @@ void w2v_model_backward(w2v_model *m, float scale);
 void w2v_model_zero_grad(w2v_model *m);
 /* Skip the conv feature encoder's gradients (HF freeze_feature_encoder). */
 void w2v_model_freeze_feature_encoder(w2v_model *m, int frozen);
-/* Whether a parameter got a gradient in the last backward (HF: grad is
- * not None). */
+/* Whether a parameter got a gradient from a backward since the last
+ * w2v_model_zero_grad: not a frozen encoder's, not a layer that LayerDrop
+ * skipped in every forward since, not masked_spec_embed when no frame was
+ * masked (autograd's grad of None).  The optimizer's rule for what it
+ * updates is in w2v/optim.h. */
 int w2v_model_param_has_grad(const w2v_model *m, int i);
 
 /* Activations of the last forward, by the names of golden/README.md:

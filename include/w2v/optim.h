@@ -28,8 +28,11 @@ w2v_optim *w2v_optim_new(w2v_model *m, const w2v_optim_opts *o);
 void w2v_optim_free(w2v_optim *opt);
 /* Steps taken so far. */
 long w2v_optim_steps(const w2v_optim *opt);
-/* One step: clip the gradients of the parameters that have one, AdamW with
- * decay by Trainer's rule, advance the schedule.  Returns the total gradient
+/* One step: clip the gradients, AdamW with decay by Trainer's rule, advance
+ * the schedule.  As torch's AdamW under Trainer, a parameter is stepped
+ * from its first gradient on (w2v_model_param_has_grad), with a zero
+ * gradient when LayerDrop or an unmasked batch leaves it out later, and
+ * not before (its step count starts then).  Returns the total gradient
  * norm before clipping; *lr_used gets the learning rate of this step. */
 float w2v_optim_step(w2v_optim *opt, w2v_model *m, double *lr_used);
 /* Optimizer state (moments, step counts, schedule position) in a

@@ -8,8 +8,86 @@
 #include "w2v/model.h"
 #include "w2v/optim.h"
 
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+
+/* any(x[from, to)) */
+static int any_nonzero(const float *x, long from, long to)
+{
+    for (long j = from; j < to; j++)
+        if (x[j] != 0) return 1;
+    return 0;
+}
+
+/* LayerDrop: torch's AdamW steps a parameter from its first gradient on.
+ * Before, no step (not even weight decay); after, every step, with a zero
+ * gradient in a batch that skipped its layer (Trainer zeroes gradients in
+ * place).  Seen from outside: a layer's weights change at a step if and
+ * only if some backward so far gave them a gradient. */
+static void test_layerdrop(void)
+{
+    char err[512];
+    w2v_config cfg;
+    CHECK(w2v_config_preset(&cfg, "tiny", err, sizeof err) == 0, "%s", err);
+    cfg.num_hidden_layers = 4;
+    cfg.layerdrop = 0.5;
+    w2v_model *m = w2v_model_new(&cfg);
+    w2v_model_init_weights(m, 3);
+    int B = 2, T = 1600, L = cfg.num_hidden_layers, np = w2v_model_num_params(m);
+    long n;
+    float *p = w2v_model_params(m, &n), *g = w2v_model_grads(m, NULL);
+    float *x = malloc((size_t)B * T * sizeof *x), *before = malloc((size_t)n * sizeof *before);
+    long from[8], to[8];
+    for (int l = 0; l < L; l++) {
+        char name[32];
+        snprintf(name, sizeof name, ".layers.%d.", l);
+        from[l] = n, to[l] = 0;
+        for (int i = 0; i < np; i++) {
+            const w2v_param *pp = w2v_model_param(m, i);
+            if (!strstr(pp->name, name)) continue;
+            from[l] = pp->offset < from[l] ? pp->offset : from[l];
+            to[l] = pp->offset + pp->size > to[l] ? pp->offset + pp->size : to[l];
+        }
+    }
+    w2v_optim_opts o;
+    w2v_optim_defaults(&o);
+    o.lr = 1e-2;
+    o.weight_decay = 0.1;
+    o.total_steps = 100;
+    w2v_optim *opt = w2v_optim_new(m, &o);
+    int ever[8] = {0}, skipped_first = 0, skipped_later = 0;
+    for (int k = 0; k < 8; k++) {
+        for (int i = 0; i < B * T; i++) x[i] = sinf(0.013f * (float)i * (float)(k + 1));
+        int64_t lengths[2] = {T, T}, labels[2] = {k % 3, 1};
+        w2v_input in = {.B = B, .T = T, .x = x, .lengths = lengths, .labels = labels};
+        w2v_run run = {1, 5, (uint64_t)k, 0};
+        w2v_model_zero_grad(m);
+        w2v_model_forward(m, &in, &run, NULL, err, sizeof err);
+        w2v_model_backward(m, 1.0f);
+        memcpy(before, p, (size_t)n * sizeof *p);
+        int got[8];
+        for (int l = 0; l < L; l++) {
+            got[l] = any_nonzero(g, from[l], to[l]);
+            skipped_first += !got[l] && !ever[l];
+            skipped_later += !got[l] && ever[l];
+            ever[l] |= got[l];
+        }
+        w2v_optim_step(opt, m, NULL);
+        for (int l = 0; l < L; l++) {
+            int changed = memcmp(before + from[l], p + from[l], (size_t)(to[l] - from[l]) * sizeof *p) != 0;
+            CHECK(changed == ever[l], "step %d, layer %d (gradient %s, %s before): weights %s", k + 1, l,
+                  got[l] ? "yes" : "none", ever[l] ? "one" : "none", changed ? "changed" : "unchanged");
+        }
+    }
+    CHECK(skipped_first > 0 && skipped_later > 0,
+          "LayerDrop skipped a layer before its first gradient (%d) and one after (%d)", skipped_first, skipped_later);
+    w2v_optim_free(opt);
+    free(x);
+    free(before);
+    w2v_model_free(m);
+    w2v_config_free(&cfg);
+}
 
 int main(void)
 {
@@ -35,6 +113,7 @@ int main(void)
     w2v_optim *opt = w2v_optim_new(m, &o);
     const float loss_scale[3] = {1, 20, 0.5f};
     int decayed = 0, skipped = 0;
+    unsigned char *ever = calloc((size_t)np, 1); /* had a gradient: stepped from then on */
     for (int k = 0; k < 3; k++) {
         for (int i = 0; i < B * T; i++) x[i] = sinf(0.01f * (float)(i % T) * (float)(i / T + 2 + k)) + 0.1f * cosf(0.37f * (float)i);
         int64_t lengths[2] = {T, T - 300}, labels[2] = {k % 3, 2};
@@ -55,7 +134,8 @@ int main(void)
         double lr = w2v_schedule_lr(&o, k), bc1 = 1 - pow(o.beta1, k + 1), bc2 = 1 - pow(o.beta2, k + 1);
         for (int i = 0; i < np; i++) {
             const w2v_param *pp = w2v_model_param(m, i);
-            if (!w2v_model_param_has_grad(m, i)) { /* torch skips a grad of None: no decay either */
+            ever[i] |= (unsigned char)w2v_model_param_has_grad(m, i);
+            if (!ever[i]) { /* torch skips a grad of None: no decay either */
                 skipped += k == 0;
                 continue;
             }
@@ -90,11 +170,13 @@ int main(void)
     CHECK(decayed > 0 && skipped > 0, "decayed parameters (%d) and one without a gradient (%d) are both covered",
           decayed, skipped);
     w2v_optim_free(opt);
+    free(ever);
     free(x);
     free(pr);
     free(mr);
     free(vr);
     w2v_model_free(m);
     w2v_config_free(&cfg);
+    test_layerdrop();
     return unit_finish("test_optim");
 }
