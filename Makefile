@@ -194,7 +194,7 @@ FUZZ_MAKE     = $(MAKE) BUILD=build-fuzz CC=$(FUZZ_CC) \
 FUZZ_SRC     := $(sort $(wildcard tests/fuzz/fuzz_*.c))
 FUZZERS      := $(FUZZ_SRC:tests/fuzz/%.c=$(BUILD)/fuzz/%)
 $(BUILD)/fuzz/%: tests/fuzz/%.c $(wildcard tests/fuzz/*.h) $(BUILD)/libw2v.a $(BUILD)/libw2vcli.a $(HEADERS) | $(BUILD)/fuzz
-	$(LINK) -fsanitize=fuzzer
+	$(LINK) -Ilib -fsanitize=fuzzer
 $(BUILD)/fuzz:
 	mkdir -p $@
 fuzzers: $(FUZZERS)

@@ -6,6 +6,7 @@
 #include "w2v/stream.h"
 
 #include <getopt.h>
+#include <limits.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -124,7 +125,7 @@ int main(int argc, char **argv)
     const char *out_name = output ? output : "stdout";
     w2v_writer *w = w2v_writer_new(w2v_output_file(out));
     /* the header as it came, keys we do not know included */
-    if (w2v_write_object(w, w2v_reader_object(r)) < 0) w2v_write_failed(out_name);
+    if (w2v_write_record(w, r) < 0) w2v_write_failed(out_name);
 
     int batches = h->type == W2V_BATCHES;
     w2v_progress prog;
@@ -133,17 +134,17 @@ int main(int argc, char **argv)
     long records = 0, examples = 0, counts[5] = {0};
     int ret;
     double t0 = w2v_now();
-    while ((ret = w2v_reader_next(r)) > 0) {
+    while ((ret = w2v_reader_next(r, err, sizeof err)) > 0) {
         if (batches) {
             w2v_batch b;
             long epoch = h->batches_per_epoch > 0 ? records / h->batches_per_epoch : 0;
-            if (w2v_reader_batch(r, &b) < 0) w2v_die("%s", w2v_reader_error(r));
+            if (w2v_reader_batch(r, &b, err, sizeof err) < 0) w2v_die("%s", err);
             if (w2v_augment_batch(a, epoch, &b, counts, err, sizeof err) < 0) w2v_die("%s", err);
             if (w2v_write_batch(w, &b) < 0) w2v_write_failed(out_name);
             examples += b.batch;
         } else {
             w2v_example ex;
-            if (w2v_reader_example(r, &ex) < 0) w2v_die("%s", w2v_reader_error(r));
+            if (w2v_reader_example(r, &ex, err, sizeof err) < 0) w2v_die("%s", err);
             int done = w2v_augment_example(a, ex.key, 0, w2v_augment_repeat(a, ex.key, 0), ex.input_values,
                                            ex.length, err, sizeof err);
             if (done < 0) w2v_die("%s: %s", ex.key, err);
@@ -153,7 +154,7 @@ int main(int argc, char **argv)
         }
         w2v_progress_update(&prog, (double)++records, NULL);
     }
-    if (ret < 0) w2v_die("%s", w2v_reader_error(r)); /* exit removes -o's temporary file */
+    if (ret < 0) w2v_die("%s", err); /* exit removes -o's temporary file */
     w2v_progress_end(&prog);
     w2v_writer_free(w);
     w2v_output_close(out);

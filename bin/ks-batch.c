@@ -6,6 +6,7 @@
 
 #include <errno.h>
 #include <getopt.h>
+#include <limits.h>
 #include <inttypes.h>
 #include <stdlib.h>
 #include <string.h>
@@ -79,6 +80,7 @@ static item *index_input(w2v_reader **rp, long *count)
     w2v_reader *r = *rp;
     FILE *tmp = NULL;
     w2v_writer *copy = NULL;
+    char err[512];
     if (!w2v_reader_seekable(r)) {
         const char *dir = getenv("TMPDIR");
         char *path;
@@ -89,27 +91,27 @@ static item *index_input(w2v_reader **rp, long *count)
         if (!(tmp = fdopen(fd, "w+b"))) w2v_die("%s: %s", path, strerror(errno));
         free(path);
         copy = w2v_writer_new(tmp);
-        if (w2v_write_object(copy, w2v_reader_object(r)) < 0) w2v_die("temporary file: write failed: %s", strerror(errno));
+        if (w2v_write_record(copy, r) < 0) w2v_die("temporary file: write failed: %s", strerror(errno));
     }
     item *items = NULL;
     long n = 0, cap = 0;
     int ret;
     w2v_progress prog;
     w2v_progress_start(&prog, "indexing examples", 0);
-    while ((ret = w2v_reader_next(r)) > 0) {
+    while ((ret = w2v_reader_next(r, err, sizeof err)) > 0) {
         w2v_example ex;
-        if (w2v_reader_example(r, &ex) < 0) w2v_die("%s", w2v_reader_error(r));
+        if (w2v_reader_example(r, &ex, err, sizeof err) < 0) w2v_die("%s", err);
         int64_t offset = w2v_reader_offset(r);
         if (copy) {
             offset = ftello(tmp);
-            if (w2v_write_object(copy, w2v_reader_object(r)) < 0)
+            if (w2v_write_record(copy, r) < 0)
                 w2v_die("temporary file: write failed: %s", strerror(errno));
         }
         items = index_push(items, &n, &cap, r, offset, &ex);
         w2v_progress_update(&prog, (double)n, NULL);
     }
     w2v_progress_end(&prog);
-    if (ret < 0) w2v_die("%s", w2v_reader_error(r));
+    if (ret < 0) w2v_die("%s", err);
     if (copy) {
         if (fflush(tmp) != 0 || w2v_writer_status(copy) < 0)
             w2v_die("temporary file: write failed: %s", strerror(errno));
@@ -237,6 +239,7 @@ static void fill_batch(batch_buf *bb, w2v_reader *r, const item *items, const pl
     long rows = batch_size_of(p, bi, o);
     const long *idx = p->order + p->start[bi];
     int64_t T = o->pad_to;
+    char err[512];
     if (!T)
         for (long i = 0; i < rows; i++) {
             int64_t len = effective_length(&items[idx[i]], o->max_length);
@@ -265,12 +268,12 @@ static void fill_batch(batch_buf *bb, w2v_reader *r, const item *items, const pl
     for (long i = 0; i < rows; i++) {
         const item *it = &items[idx[i]];
         /* records in stream order need no seek: keep the reader's buffer */
-        if (it->offset != *next_offset && w2v_reader_seek(r, it->offset, it->record) < 0)
-            w2v_die("%s", w2v_reader_error(r));
+        if (it->offset != *next_offset && w2v_reader_seek(r, it->offset, it->record, err, sizeof err) < 0)
+            w2v_die("%s", err);
         w2v_example ex;
-        int ret = w2v_reader_next(r);
-        if (ret <= 0 || w2v_reader_example(r, &ex) < 0)
-            w2v_die("%s", ret == 0 ? "input changed while being read: a record is gone" : w2v_reader_error(r));
+        int ret = w2v_reader_next(r, err, sizeof err);
+        if (ret <= 0 || w2v_reader_example(r, &ex, err, sizeof err) < 0)
+            w2v_die("%s", ret == 0 ? "input changed while being read: a record is gone" : err);
         *next_offset = w2v_reader_offset(r) + (int64_t)w2v_reader_size(r);
         int64_t len = effective_length(it, o->max_length), first = 0;
         if (len > T)

@@ -66,10 +66,7 @@ static void count_result(void *ctx, const w2v_clip *clip, const float *logits)
         t->examples++;
     } else t->unlabelled++;
     if (t->pred) {
-        json_t *o = w2v_result_json(t->cfg, clip, logits, 0, 0);
-        if (clip->label >= 0) json_object_set_new(o, "loss", json_real(loss));
-        if (w2v_json_line(t->pred, o) < 0) w2v_write_failed(t->pred_name);
-        json_decref(o);
+        if (w2v_result_write(t->pred, t->cfg, clip, logits, 0, W2V_RESULT_LOSS) < 0) w2v_write_failed(t->pred_name);
     }
     w2v_progress_update(&t->progress, (double)(t->examples + t->unlabelled), NULL);
 }
@@ -208,7 +205,7 @@ int main(int argc, char **argv)
         w2v_usage_error("--json and --predictions cannot both go to stdout");
 
     char err[700];
-    w2v_model *model = w2v_classify_load(model_dir, err, sizeof err);
+    w2v_model *model = w2v_model_load(model_dir, err, sizeof err);
     if (!model) w2v_die("%s", err);
     w2v_reader *r = w2v_reader_open(input, err, sizeof err);
     if (!r) w2v_die("%s", err);

@@ -7,6 +7,7 @@
 #include "w2v/stream.h"
 
 #include <getopt.h>
+#include <limits.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>

@@ -67,9 +67,8 @@ typedef struct {
 static void print_result(void *ctx, const w2v_clip *clip, const float *logits)
 {
     predictor *p = ctx;
-    json_t *o = w2v_result_json(p->cfg, clip, logits, p->top_k, p->logits);
-    if (w2v_json_line(p->out, o) < 0) w2v_write_failed(p->out_name);
-    json_decref(o);
+    if (w2v_result_write(p->out, p->cfg, clip, logits, p->top_k, p->logits ? W2V_RESULT_LOGITS : 0) < 0)
+        w2v_write_failed(p->out_name);
 }
 
 /* Dies with a classifier's error, which names the example by its key:
@@ -179,12 +178,12 @@ static void predict_windows(predictor *p, const char *path)
     int64_t have = 0, start = 0, skip = 0, windows = 0;
     for (;;) {
         while (skip > 0) { /* a hop longer than the window skips samples */
-            long got = w2v_audio_read(a, buf, (long)(skip < W ? skip : W));
+            long got = w2v_audio_read(a, buf, (long)(skip < W ? skip : W), err, sizeof err);
             if (got <= 0) break;
             skip -= got;
         }
-        long got = w2v_audio_read(a, buf + have, (long)(W - have));
-        if (got < 0) w2v_die("%s", w2v_audio_error(a));
+        long got = w2v_audio_read(a, buf + have, (long)(W - have), err, sizeof err);
+        if (got < 0) w2v_die("%s", err);
         have += got;
         if (have < W) break;
         memcpy(win, buf, (size_t)W * sizeof *win);
@@ -268,7 +267,7 @@ int main(int argc, char **argv)
     if (hop > 0 && window <= 0) w2v_usage_error("--hop needs --window");
 
     char err[700];
-    w2v_model *m = w2v_classify_load(model_dir, err, sizeof err);
+    w2v_model *m = w2v_model_load(model_dir, err, sizeof err);
     if (!m) w2v_die("%s", err);
     p.cfg = w2v_model_config(m);
     if (window > 0) {

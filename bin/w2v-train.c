@@ -10,6 +10,7 @@
 #include "w2v/trainer.h"
 
 #include <getopt.h>
+#include <limits.h>
 #include <signal.h>
 #include <stdlib.h>
 #include <string.h>
@@ -74,8 +75,6 @@ typedef struct {
 static volatile sig_atomic_t stop_requested;
 static void on_signal(int sig) { stop_requested = sig; }
 
-static void note_cb(const char *msg) { w2v_note("%s", msg); }
-
 static void on_event(void *ctx, const w2v_train_event *ev)
 {
     (void)ctx;
@@ -99,7 +98,7 @@ static w2v_model *load_model(const char *dir, const w2v_header *h)
     if (w2v_classify_check_header(&c, h, W2V_LABELS_TRAIN, map, err, sizeof err) < 0) w2v_die("%s: %s", dir, err);
     free(map);
     w2v_config_free(&c);
-    w2v_model *m = w2v_model_load_labels(dir, h->nlabels, h->labels, note_cb, err, sizeof err);
+    w2v_model *m = w2v_model_load_labels(dir, h->nlabels, h->labels, err, sizeof err);
     if (!m) w2v_die("%s", err);
     return m;
 }
@@ -220,7 +219,7 @@ int main(int argc, char **argv)
         if (w2v_trainer_resume(t, a.resume, err, sizeof err) < 0) w2v_die("%s", err);
         /* the same stream again: skip what the run had consumed */
         for (long i = 0; i < w2v_trainer_batches(t) && rank == 0; i++)
-            if (w2v_reader_next(r) <= 0)
+            if (w2v_reader_next(r, err, sizeof err) <= 0)
                 w2v_die("%s: the stream ends before the %ld batches the checkpoint consumed", w2v_input_name(a.input),
                         w2v_trainer_batches(t));
         w2v_note("resuming at step %ld (batch %ld)", w2v_trainer_step(t), w2v_trainer_batches(t));
@@ -240,9 +239,9 @@ int main(int argc, char **argv)
         float loss;
         if (rank == 0) {
             /* a stop request wins over the read it interrupted */
-            int got = w2v_trainer_done(t) || stop_requested ? 0 : w2v_reader_next(r);
+            int got = w2v_trainer_done(t) || stop_requested ? 0 : w2v_reader_next(r, err, sizeof err);
             next = stop_requested ? STOP : got < 0 ? BROKEN : got == 0 ? END : BATCH;
-            if (next == BATCH && w2v_reader_batch(r, &b) < 0) next = BROKEN;
+            if (next == BATCH && w2v_reader_batch(r, &b, err, sizeof err) < 0) next = BROKEN;
         }
         if ((next = w2v_dist_share_batch(next, &b)) != BATCH) break;
         if (w2v_trainer_batch(t, &b, &loss, err, sizeof err) < 0) w2v_die("%s: %s", w2v_input_name(a.input), err);
@@ -256,7 +255,7 @@ int main(int argc, char **argv)
         if (next == STOP && w2v_trainer_save(t, &ckpt, err, sizeof err) < 0) w2v_die("%s", err);
         w2v_dist_finish();
         if (rank) exit(1); /* rank 0 says why */
-        if (next == BROKEN) w2v_die("%s", w2v_reader_error(r));
+        if (next == BROKEN) w2v_die("%s", err);
         w2v_die("interrupted by signal %d at step %ld; continue with: w2v-train --resume %s -o %s [same options and stream]",
                 (int)stop_requested, w2v_trainer_step(t), ckpt, a.t.outdir);
     }

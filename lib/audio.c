@@ -94,7 +94,6 @@ w2v_audio *w2v_audio_open(const char *path, int rate, int converter, char *err, 
     return a;
 }
 
-const char *w2v_audio_error(const w2v_audio *a) { return a->error; }
 
 int64_t w2v_audio_length(const w2v_audio *a)
 {
@@ -139,7 +138,7 @@ static long decode_mono(w2v_audio *a, float *out, long n)
     return (long)got;
 }
 
-long w2v_audio_read(w2v_audio *a, float *buf, long n)
+static long read_samples(w2v_audio *a, float *buf, long n)
 {
     long done = 0;
     while (done < n && !a->done) {
@@ -171,6 +170,13 @@ long w2v_audio_read(w2v_audio *a, float *buf, long n)
     return done;
 }
 
+long w2v_audio_read(w2v_audio *a, float *buf, long n, char *err, size_t errlen)
+{
+    long got = read_samples(a, buf, n);
+    if (got < 0) set_error(err, errlen, "%s", a->error);
+    return got;
+}
+
 int w2v_audio_load(const char *path, int rate, int converter, float **samples, int64_t *n,
                    char *err, size_t errlen)
 {
@@ -183,11 +189,8 @@ int w2v_audio_load(const char *path, int rate, int converter, float **samples, i
     float *x = xmalloc(cap * sizeof *x);
     for (;;) {
         if (len == cap) x = xrealloc(x, (cap *= 2) * sizeof *x);
-        long got = w2v_audio_read(a, x + len, (long)(cap - len));
-        if (got < 0) {
-            set_error(err, errlen, "%s", a->error);
-            break;
-        }
+        long got = w2v_audio_read(a, x + len, (long)(cap - len), err, errlen);
+        if (got < 0) break;
         len += (size_t)got;
         if (got == 0) break;
     }

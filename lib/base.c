@@ -1,8 +1,9 @@
-/* The library's ground floor (w2v/base.h): messages, the clock, allocation
- * and error buffers (internal.h). */
+/* The library's ground floor (w2v/base.h): messages, the clock, allocation,
+ * error buffers and JSON lines (internal.h). */
 #include "w2v/base.h"
 #include "internal.h"
 
+#include <jansson.h>
 #include <stdarg.h>
 #include <stdlib.h>
 #include <string.h>
@@ -107,4 +108,12 @@ int set_error(char *err, size_t len, const char *fmt, ...)
         va_end(ap);
     }
     return -1;
+}
+
+/* ---- output ---- */
+
+int w2v_json_line(FILE *fp, const json_t *o)
+{
+    if (json_dumpf(o, fp, JSON_COMPACT | JSON_REAL_PRECISION(9)) < 0) return -1;
+    return fputc('\n', fp) == EOF ? -1 : 0;
 }

@@ -7,22 +7,10 @@
 
 #include <errno.h>
 #include <jansson.h>
-#include <stdarg.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
 #include <unistd.h>
-
-static void notef(w2v_note_fn note, const char *fmt, ...)
-{
-    if (!note) return;
-    char msg[512];
-    va_list ap;
-    va_start(ap, fmt);
-    vsnprintf(msg, sizeof msg, fmt, ap);
-    va_end(ap);
-    note(msg);
-}
 
 static int starts(const char *s, const char *prefix) { return !strncmp(s, prefix, strlen(prefix)); }
 
@@ -68,20 +56,20 @@ static int other_task(const w2v_config *c, const char *name)
     return 0;
 }
 
-static int load_file(w2v_model *m, const char *path, unsigned char *loaded, int *skipped, w2v_note_fn note,
+static int load_file(w2v_model *m, const char *path, unsigned char *loaded, int *skipped,
                      char *err, size_t errlen)
 {
     w2v_safetensors *st = w2v_st_open(path, err, errlen);
     if (!st) return -1;
     const char *fmt = w2v_st_metadata(st, "format");
-    if (fmt && strcmp(fmt, "pt")) notef(note, "%s: metadata format is '%s', read as torch's", path, fmt);
+    if (fmt && strcmp(fmt, "pt")) lib_note("%s: metadata format is '%s', read as torch's", path, fmt);
     float *block = w2v_model_params(m, NULL);
     for (int i = 0; i < w2v_st_count(st); i++) {
         const w2v_st_tensor *t = w2v_st_tensor_at(st, i);
         char *name = canonical_name(w2v_model_config(m), t->name);
         const w2v_param *p = w2v_model_find_param(m, name);
         if (!p && !other_task(w2v_model_config(m), name))
-            notef(note, "%s: tensor '%s' is not part of the model: skipped", path, t->name);
+            lib_note("%s: tensor '%s' is not part of the model: skipped", path, t->name);
         free(name);
         if (!p) {
             (*skipped)++;
@@ -108,7 +96,7 @@ static int load_file(w2v_model *m, const char *path, unsigned char *loaded, int 
 }
 
 /* Loads every file an index names (each once). */
-static int load_index(w2v_model *m, const char *index, unsigned char *loaded, int *skipped, w2v_note_fn note,
+static int load_index(w2v_model *m, const char *index, unsigned char *loaded, int *skipped,
                       char *err, size_t errlen)
 {
     json_error_t je;
@@ -134,7 +122,7 @@ static int load_index(w2v_model *m, const char *index, unsigned char *loaded, in
         if (json_object_get(done, file)) continue;
         json_object_set_new(done, file, json_true());
         char *path = w2v_path_join(dir, file);
-        ret = load_file(m, path, loaded, skipped, note, err, errlen);
+        ret = load_file(m, path, loaded, skipped, err, errlen);
         free(path);
         if (ret < 0) break;
     }
@@ -144,15 +132,15 @@ static int load_index(w2v_model *m, const char *index, unsigned char *loaded, in
     return ret;
 }
 
-int w2v_model_load_weights(w2v_model *m, const char *path, w2v_note_fn note, char *err, size_t errlen)
+int w2v_model_load_weights(w2v_model *m, const char *path, char *err, size_t errlen)
 {
     int n = w2v_model_num_params(m), skipped = 0, ret;
     unsigned char *loaded = xcalloc((size_t)n, 1);
     size_t len = strlen(path);
-    if (len > 5 && !strcmp(path + len - 5, ".json")) ret = load_index(m, path, loaded, &skipped, note, err, errlen);
-    else ret = load_file(m, path, loaded, &skipped, note, err, errlen);
+    if (len > 5 && !strcmp(path + len - 5, ".json")) ret = load_index(m, path, loaded, &skipped, err, errlen);
+    else ret = load_file(m, path, loaded, &skipped, err, errlen);
     if (ret == 0) {
-        if (skipped) notef(note, "%s: %d tensors of other tasks (pretraining, CTC) or unknown were not used", path, skipped);
+        if (skipped) lib_note("%s: %d tensors of other tasks (pretraining, CTC) or unknown were not used", path, skipped);
         /* what from_pretrained initialises anew, with its warning: the head
          * of a pretrained encoder; anything else missing is an error */
         int head = 0;
@@ -167,16 +155,16 @@ int w2v_model_load_weights(w2v_model *m, const char *path, w2v_note_fn note, cha
             }
             w2v_model_init_param(m, p->name, (uint64_t)i);
             if (is_head) head = 1;
-            else notef(note, "%s: no '%s': newly initialised", path, p->name);
+            else lib_note("%s: no '%s': newly initialised", path, p->name);
         }
         if (ret == 0 && head)
-            notef(note, "%s: no classification head (projector, classifier): newly initialised; train it before use", path);
+            lib_note("%s: no classification head (projector, classifier): newly initialised; train it before use", path);
     }
     free(loaded);
     return ret;
 }
 
-w2v_model *w2v_model_load_labels(const char *dir, int nlabels, char *const *labels, w2v_note_fn note, char *err,
+w2v_model *w2v_model_load_labels(const char *dir, int nlabels, char *const *labels, char *err,
                                  size_t errlen)
 {
     w2v_config c;
@@ -187,8 +175,8 @@ w2v_model *w2v_model_load_labels(const char *dir, int nlabels, char *const *labe
     char *st = w2v_path_join(dir, "model.safetensors"), *index = w2v_path_join(dir, "model.safetensors.index.json"),
          *bin = w2v_path_join(dir, "pytorch_model.bin");
     int ret;
-    if (w2v_exists(st)) ret = w2v_model_load_weights(m, st, note, err, errlen);
-    else if (w2v_exists(index)) ret = w2v_model_load_weights(m, index, note, err, errlen);
+    if (w2v_exists(st)) ret = w2v_model_load_weights(m, st, err, errlen);
+    else if (w2v_exists(index)) ret = w2v_model_load_weights(m, index, err, errlen);
     else if (w2v_exists(bin))
         ret = set_error(err, errlen, "%s: has only pytorch_model.bin: convert it first (w2v-convert %s)", dir, dir);
     else ret = set_error(err, errlen, "%s: no model.safetensors", dir);
@@ -202,9 +190,9 @@ w2v_model *w2v_model_load_labels(const char *dir, int nlabels, char *const *labe
     return m;
 }
 
-w2v_model *w2v_model_load(const char *dir, w2v_note_fn note, char *err, size_t errlen)
+w2v_model *w2v_model_load(const char *dir, char *err, size_t errlen)
 {
-    return w2v_model_load_labels(dir, 0, NULL, note, err, errlen);
+    return w2v_model_load_labels(dir, 0, NULL, err, errlen);
 }
 
 /* Each file is written atomically, the weights first and config.json

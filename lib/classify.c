@@ -4,16 +4,10 @@
 #include "internal.h"
 #include "ops.h"
 
+#include <jansson.h>
 #include <math.h>
 #include <stdlib.h>
 #include <string.h>
-
-static void note(const char *msg) { lib_note("%s", msg); }
-
-w2v_model *w2v_classify_load(const char *dir, char *err, size_t errlen)
-{
-    return w2v_model_load(dir, note, err, errlen);
-}
 
 /* "a,b,c": labels joined by commas, for messages. */
 static char *joined(char *const *labels, int n)
@@ -243,11 +237,11 @@ int w2v_classify_stream(w2v_classifier *c, w2v_reader *r, const char *name, cons
     int64_t *labels = NULL;
     char why[700];
     int ret = 0, got = 0;
-    for (long i = 0; ret == 0 && (got = w2v_reader_next(r)) > 0; i++) {
+    for (long i = 0; ret == 0 && (got = w2v_reader_next(r, err, sizeof err)) > 0; i++) {
         if (o->parts > 1 && i % o->parts != o->part) continue;
         if (h->type == W2V_EXAMPLES) {
             w2v_example ex;
-            if (w2v_reader_example(r, &ex) < 0) {
+            if (w2v_reader_example(r, &ex, err, sizeof err) < 0) {
                 got = -1;
                 break;
             }
@@ -257,7 +251,7 @@ int w2v_classify_stream(w2v_classifier *c, w2v_reader *r, const char *name, cons
             continue;
         }
         w2v_batch b;
-        if (w2v_reader_batch(r, &b) < 0) {
+        if (w2v_reader_batch(r, &b, err, sizeof err) < 0) {
             got = -1;
             break;
         }
@@ -274,7 +268,7 @@ int w2v_classify_stream(w2v_classifier *c, w2v_reader *r, const char *name, cons
         }
     }
     free(labels);
-    if (ret == 0 && got < 0) return set_error(err, errlen, "%s", w2v_reader_error(r));
+    if (ret == 0 && got < 0) return set_error(err, errlen, "%s", err);
     if (ret == 0) ret = w2v_classifier_flush(c, why, sizeof why);
     return ret < 0 ? set_error(err, errlen, "%s: %s", name, why) : 0;
 }
@@ -323,7 +317,8 @@ static json_t *string_json(const char *s)
     return j;
 }
 
-json_t *w2v_result_json(const w2v_config *c, const w2v_clip *clip, const float *logits, int top_k, int with_logits)
+int w2v_result_write(FILE *fp, const w2v_config *c, const w2v_clip *clip, const float *logits, int top_k,
+                     int flags)
 {
     int n = c->num_labels;
     double *probs = xmalloc((size_t)n * sizeof *probs);
@@ -338,6 +333,8 @@ json_t *w2v_result_json(const w2v_config *c, const w2v_clip *clip, const float *
     json_object_set_new(o, "label", string_json(c->labels[best]));
     json_object_set_new(o, "score", json_real(probs[best]));
     if (clip->label >= 0) json_object_set_new(o, "true_label", string_json(c->labels[clip->label]));
+    if (clip->label >= 0 && (flags & W2V_RESULT_LOSS))
+        json_object_set_new(o, "loss", json_real(w2v_cross_entropy(logits, n, (int)clip->label)));
     if (top_k > 0) {
         int k = top_k < n ? top_k : n;
         int *idx = xmalloc((size_t)k * sizeof *idx);
@@ -348,17 +345,13 @@ json_t *w2v_result_json(const w2v_config *c, const w2v_clip *clip, const float *
         json_object_set_new(o, "top_k", list);
         free(idx);
     }
-    if (with_logits) {
+    if (flags & W2V_RESULT_LOGITS) {
         json_t *list = json_array();
         for (int i = 0; i < n; i++) json_array_append_new(list, json_real(logits[i]));
         json_object_set_new(o, "logits", list);
     }
     free(probs);
-    return o;
-}
-
-int w2v_json_line(FILE *fp, const json_t *o)
-{
-    if (json_dumpf(o, fp, JSON_COMPACT | JSON_REAL_PRECISION(9)) < 0) return -1;
-    return fputc('\n', fp) == EOF ? -1 : 0;
+    int ret = w2v_json_line(fp, o);
+    json_decref(o);
+    return ret;
 }

@@ -23,6 +23,11 @@ float *xalloc_floats(size_t n);
 void lib_note(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
 void lib_warn(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
 
+/* Writes o as one compact JSON line, floats with 9 significant digits
+ * (enough for a float32 to read back exactly).  0, or -1 with errno set. */
+struct json_t;
+int w2v_json_line(FILE *fp, const struct json_t *o);
+
 /* printf into an error buffer of len bytes (NULL is allowed); returns -1. */
 int set_error(char *err, size_t len, const char *fmt, ...) __attribute__((format(printf, 3, 4)));
 

@@ -1,6 +1,6 @@
 /* The w2v stream: reading and writing msgpack records (w2v-stream(5)). */
-#include "w2v/stream.h"
 #include "internal.h"
+#include "stream_msgpack.h"
 
 #include <errno.h>
 #include <inttypes.h>
@@ -396,14 +396,13 @@ void w2v_reader_close(w2v_reader *r)
 }
 
 const w2v_header *w2v_reader_header(const w2v_reader *r) { return &r->header; }
-const char *w2v_reader_error(const w2v_reader *r) { return r->error; }
 const msgpack_object *w2v_reader_object(const w2v_reader *r) { return &r->obj; }
 long w2v_reader_index(const w2v_reader *r) { return r->index; }
 int64_t w2v_reader_offset(const w2v_reader *r) { return r->rec_offset; }
 size_t w2v_reader_size(const w2v_reader *r) { return r->rec_size; }
 int w2v_reader_seekable(const w2v_reader *r) { return r->seekable; }
 
-int w2v_reader_next(w2v_reader *r)
+static int next_record(w2v_reader *r)
 {
     for (;;) {
         int ret = read_map(r);
@@ -419,7 +418,7 @@ int w2v_reader_next(w2v_reader *r)
     }
 }
 
-int w2v_reader_seek(w2v_reader *r, int64_t offset, long index)
+static int seek_record(w2v_reader *r, int64_t offset, long index)
 {
     if (!r->seekable) return reader_error(r, "cannot seek: not a regular file");
     /* the descriptor's offset: the reader reads the descriptor, past stdio */
@@ -475,7 +474,7 @@ static int check_label(w2v_reader *r, int64_t label)
     return 0;
 }
 
-int w2v_reader_example(w2v_reader *r, w2v_example *ex)
+static int decode_example(w2v_reader *r, w2v_example *ex)
 {
     const msgpack_object *m = &r->obj, *key = w2v_map_get(m, "key"), *path = w2v_map_get(m, "path");
     char why[256];
@@ -498,7 +497,7 @@ int w2v_reader_example(w2v_reader *r, w2v_example *ex)
     return 0;
 }
 
-int w2v_reader_batch(w2v_reader *r, w2v_batch *b)
+static int decode_batch(w2v_reader *r, w2v_batch *b)
 {
     const msgpack_object *m = &r->obj, *keys = w2v_map_get(m, "keys");
     char why[256];
@@ -554,6 +553,27 @@ int w2v_reader_batch(w2v_reader *r, w2v_batch *b)
     b->input_values = r->floats;
     b->attention_mask = r->bytes;
     return 0;
+}
+
+/* The public calls: the reader composes its error (file, record, byte),
+ * the caller's buffer receives it. */
+static int reported(const w2v_reader *r, int ret, char *err, size_t errlen)
+{
+    if (ret < 0) set_error(err, errlen, "%s", r->error);
+    return ret;
+}
+int w2v_reader_next(w2v_reader *r, char *err, size_t errlen) { return reported(r, next_record(r), err, errlen); }
+int w2v_reader_seek(w2v_reader *r, int64_t offset, long index, char *err, size_t errlen)
+{
+    return reported(r, seek_record(r, offset, index), err, errlen);
+}
+int w2v_reader_example(w2v_reader *r, w2v_example *ex, char *err, size_t errlen)
+{
+    return reported(r, decode_example(r, ex), err, errlen);
+}
+int w2v_reader_batch(w2v_reader *r, w2v_batch *b, char *err, size_t errlen)
+{
+    return reported(r, decode_batch(r, b), err, errlen);
 }
 
 /* ---- writing ---- */
@@ -701,3 +721,5 @@ int w2v_write_object(w2v_writer *w, const msgpack_object *o)
     msgpack_pack_object(&w->pk, *o);
     return w2v_writer_status(w);
 }
+
+int w2v_write_record(w2v_writer *w, const w2v_reader *r) { return w2v_write_object(w, w2v_reader_object(r)); }

@@ -98,11 +98,7 @@ static int write_metrics(const w2v_trainer *t, char *err, size_t errlen)
     FILE *fp = open_memstream(&text, &len);
     if (!fp) return set_error(err, errlen, "metrics.jsonl: %s", strerror(errno));
     json_t *e;
-    json_array_foreach(t->s.log, i, e) {
-        char *row = json_dumps(e, JSON_COMPACT | JSON_PRESERVE_ORDER | JSON_REAL_PRECISION(9));
-        fprintf(fp, "%s\n", row);
-        free(row);
-    }
+    json_array_foreach(t->s.log, i, e) w2v_json_line(fp, e);
     fclose(fp);
     char *path = w2v_path_join(t->outdir, "metrics.jsonl");
     int ret = w2v_atomic_write_text(path, text, err, errlen);
@@ -505,7 +501,7 @@ int w2v_trainer_finish(w2v_trainer *t, char *err, size_t errlen)
 {
     if (t->o.load_best && t->s.best_checkpoint) {
         char *w = w2v_path_join(t->s.best_checkpoint, "model.safetensors");
-        int ret = w2v_model_load_weights(t->m, w, NULL, err, errlen);
+        int ret = w2v_model_load_weights(t->m, w, err, errlen);
         free(w);
         if (ret < 0) return -1;
     }

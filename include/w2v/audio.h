@@ -26,9 +26,9 @@ typedef struct w2v_audio w2v_audio;
  * is wrong" in err. */
 w2v_audio *w2v_audio_open(const char *path, int rate, int converter, char *err, size_t errlen);
 /* Reads up to n mono samples at the wanted rate into buf: the count read, 0
- * at the end, -1 on error (w2v_audio_error).  Fewer than n only at the end. */
-long w2v_audio_read(w2v_audio *a, float *buf, long n);
-const char *w2v_audio_error(const w2v_audio *a);
+ * at the end, -1 on error with "FILE: why" in err.  Fewer than n only at
+ * the end. */
+long w2v_audio_read(w2v_audio *a, float *buf, long n, char *err, size_t errlen);
 /* Samples the whole input will give at the wanted rate, approximately when
  * resampling; -1 when unknown (a pipe). */
 int64_t w2v_audio_length(const w2v_audio *a);

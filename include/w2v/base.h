@@ -3,8 +3,10 @@
  *
  * The library never exits or re-executes the process, and prints nothing
  * itself: errors come back as -1 (or NULL) with the reason in the caller's
- * err buffer of errlen bytes, the one error convention of the API; notes and
- * warnings go to the message function.  The one exception is running out
+ * err buffer of errlen bytes, the one error convention of the API (a
+ * reader's or an audio file's errors too); only writes to a FILE the caller
+ * owns return -1 with errno set, as stdio's do, so that the caller can tell
+ * a closed pipe.  Notes and warnings go to the message function.  The one exception is running out
  * of memory, which the library does not try to survive: it hands the
  * message to the function as W2V_FATAL and aborts if that returns (a
  * program's function exits instead, as glib's g_error does). */

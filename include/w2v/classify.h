@@ -7,14 +7,9 @@
 #include <stddef.h>
 #include <stdint.h>
 #include <stdio.h>
-#include <jansson.h>
 
 #include "w2v/model.h"
 #include "w2v/stream.h"
-
-/* Loads a model directory for inference; notes on what was skipped go to
- * w2v_note.  NULL with "DIR: why" in err on failure. */
-w2v_model *w2v_classify_load(const char *dir, char *err, size_t errlen);
 
 /* What a stream's labels must be to a model. */
 typedef enum {
@@ -92,14 +87,16 @@ int w2v_classify_stream(w2v_classifier *c, w2v_reader *r, const char *name, cons
 
 /* ---- results as JSON ---- */
 
-/* One result: key, start and end (when the clip has a span), label (the
- * predicted name), score (its probability), true_label (when known), top_k
- * (top_k > 0: [{label, score}], most likely first), logits (when asked).
- * Bytes of a key that are not UTF-8 become '?'. */
-json_t *w2v_result_json(const w2v_config *c, const w2v_clip *clip, const float *logits, int top_k, int with_logits);
-/* Writes o as one compact line (floats with 9 significant digits, enough
- * for a float32 to read back exactly).  0, or -1 with errno set. */
-int w2v_json_line(FILE *fp, const json_t *o);
+/* Writes one result as a compact JSON line: key, start and end (when the
+ * clip has a span), label (the predicted name), score (its probability),
+ * true_label and, with W2V_RESULT_LOSS, loss (when the label is known),
+ * top_k (top_k > 0: [{label, score}], most likely first), and with
+ * W2V_RESULT_LOGITS the logits.  Floats carry 9 significant digits, enough
+ * for a float32 to read back exactly; bytes of a key that are not UTF-8
+ * become '?'.  0, or -1 with errno set. */
+enum { W2V_RESULT_LOGITS = 1, W2V_RESULT_LOSS = 2 };
+int w2v_result_write(FILE *fp, const w2v_config *c, const w2v_clip *clip, const float *logits, int top_k,
+                     int flags);
 
 /* ---- arithmetic on logits, in double ---- */
 

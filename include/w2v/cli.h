@@ -11,6 +11,8 @@
 #include <stdio.h>
 #include <stdarg.h>
 
+#include <jansson.h>
+
 #include "w2v/base.h"
 #include "w2v/threads.h"
 
@@ -54,6 +56,9 @@ void w2v_output_close(w2v_output *out);
 void w2v_output_abort(w2v_output *out);
 /* Dies with the standard message after a failed write (quietly on EPIPE). */
 void w2v_write_failed(const char *what) __attribute__((noreturn));
+/* Writes o as one compact JSON line, floats with 9 significant digits (the
+ * library's own, lib/base.c).  0, or -1 with errno set. */
+int w2v_json_line(FILE *fp, const json_t *o);
 
 /* Open an input: NULL or "-" is stdin. Dies with a clear message on failure. */
 FILE *w2v_input_open(const char *path);

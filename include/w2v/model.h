@@ -48,16 +48,15 @@ float *w2v_model_grads(w2v_model *m, long *count);
 
 /* Checkpoints: a Hugging Face model directory (config.json,
  * model.safetensors or a sharded index, preprocessor_config.json).
- * Notes on what was skipped or initialised go to the note callback. */
-typedef void (*w2v_note_fn)(const char *msg);
-w2v_model *w2v_model_load(const char *dir, w2v_note_fn note, char *err, size_t errlen);
+ * Notes on what was skipped or initialised go to the message function
+ * (w2v/base.h) as W2V_NOTE. */
+w2v_model *w2v_model_load(const char *dir, char *err, size_t errlen);
 /* The same with the labels replaced first (as from_pretrained(num_labels=,
  * id2label=) does): a checkpoint whose classifier has another size is an
  * error; one without a head gets a new one. */
-w2v_model *w2v_model_load_labels(const char *dir, int nlabels, char *const *labels, w2v_note_fn note, char *err,
-                                 size_t errlen);
+w2v_model *w2v_model_load_labels(const char *dir, int nlabels, char *const *labels, char *err, size_t errlen);
 /* Loads the weights of a safetensors file (or index) into m. */
-int w2v_model_load_weights(w2v_model *m, const char *path, w2v_note_fn note, char *err, size_t errlen);
+int w2v_model_load_weights(w2v_model *m, const char *path, char *err, size_t errlen);
 /* Writes dir as a whole (a temporary directory renamed into place), in the
  * names transformers loads with every torch version (weight_g/weight_v). */
 int w2v_model_save(const w2v_model *m, const char *dir, char *err, size_t errlen);

@@ -9,7 +9,6 @@
 
 #include <stdint.h>
 #include <stdio.h>
-#include <msgpack.h>
 
 #define W2V_STREAM_VERSION 1
 #define W2V_MAX_DIMS 8
@@ -29,8 +28,6 @@ typedef struct {
 } w2v_tensor;
 void w2v_tensor_to_f32(const w2v_tensor *t, float *dst);
 void w2v_tensor_to_i64(const w2v_tensor *t, int64_t *dst);
-/* Decodes a tensor map; returns 0, or -1 with a reason in err. */
-int w2v_tensor_decode(const msgpack_object *o, w2v_tensor *t, char *err, size_t errlen);
 
 typedef enum { W2V_EXAMPLES, W2V_BATCHES } w2v_stream_type;
 
@@ -81,29 +78,32 @@ w2v_reader *w2v_reader_from_file(FILE *fp, const char *name, char *err, size_t e
 void w2v_reader_close(w2v_reader *r);
 const w2v_header *w2v_reader_header(const w2v_reader *r);
 
-/* Next record: 1 when there is one, 0 at the end, -1 on error (see
- * w2v_reader_error: "FILE: record N at byte OFFSET: what is wrong").
- * Headers repeated by concatenation are checked and skipped. */
-int w2v_reader_next(w2v_reader *r);
-const char *w2v_reader_error(const w2v_reader *r);
-/* The current record: its map, its index (the header is record 0), its
- * byte offset and size. */
-const msgpack_object *w2v_reader_object(const w2v_reader *r);
+/* Next record: 1 when there is one, 0 at the end, -1 on error with
+ * "FILE: record N at byte OFFSET: what is wrong" in err.  Headers repeated
+ * by concatenation are checked and skipped. */
+int w2v_reader_next(w2v_reader *r, char *err, size_t errlen);
+/* The current record's index (the header is record 0), byte offset and
+ * size. */
 long w2v_reader_index(const w2v_reader *r);
 int64_t w2v_reader_offset(const w2v_reader *r);
 size_t w2v_reader_size(const w2v_reader *r);
 /* Repositions a reader on a seekable file at a record offset returned by
  * w2v_reader_offset; the next call to w2v_reader_next reads that record. */
-int w2v_reader_seek(w2v_reader *r, int64_t offset, long index);
+int w2v_reader_seek(w2v_reader *r, int64_t offset, long index, char *err, size_t errlen);
 int w2v_reader_seekable(const w2v_reader *r);
 
 /* Decodes the current record.  The memory stays the reader's and is valid
- * until the next call.  -1 with the error set when the record is not one. */
-int w2v_reader_example(w2v_reader *r, w2v_example *ex);
-int w2v_reader_batch(w2v_reader *r, w2v_batch *b);
+ * until the next call.  -1 with the error in err when the record is not
+ * one. */
+int w2v_reader_example(w2v_reader *r, w2v_example *ex, char *err, size_t errlen);
+int w2v_reader_batch(w2v_reader *r, w2v_batch *b, char *err, size_t errlen);
 
-/* Field lookup in a map; NULL when absent. */
-const msgpack_object *w2v_map_get(const msgpack_object *map, const char *key);
+/* Prints the current record as one line of JSON, without the newline
+ * (ks-cat): maps, strings and numbers as they are, each tensor as {dtype,
+ * shape, min, max, mean} or, with full, {dtype, shape, data}.  Floats
+ * carry enough digits to read back exactly; NaN and infinities print as
+ * strings.  0, or -1 with errno set. */
+int w2v_reader_print_json(const w2v_reader *r, FILE *fp, int full);
 
 /* ---- writing ---- */
 typedef struct w2v_writer w2v_writer;
@@ -112,15 +112,11 @@ typedef struct w2v_writer w2v_writer;
  * with errno set; the caller reports it (w2v_write_failed). */
 w2v_writer *w2v_writer_new(FILE *fp);
 void w2v_writer_free(w2v_writer *w);
-msgpack_packer *w2v_writer_packer(w2v_writer *w);
 int w2v_write_header(w2v_writer *w, const w2v_header *h);
 int w2v_write_example(w2v_writer *w, const w2v_example *ex);
 int w2v_write_batch(w2v_writer *w, const w2v_batch *b);
-int w2v_write_object(w2v_writer *w, const msgpack_object *o);
-/* Packing helpers for programs that write maps of their own. */
-void w2v_pack_str(msgpack_packer *pk, const char *s);
-void w2v_pack_tensor(msgpack_packer *pk, w2v_dtype t, int ndim, const int64_t *shape,
-                     const void *data);
+/* Copies the reader's current record (the header too) as it was read. */
+int w2v_write_record(w2v_writer *w, const w2v_reader *r);
 int w2v_writer_status(w2v_writer *w);
 
 #endif

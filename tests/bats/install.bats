@@ -1,6 +1,6 @@
 #!/usr/bin/env bats
-# make install: the programs, man pages, headers and an archive that
-# exports the w2v_ API only; a program builds against the installed tree
+# make install: the programs, man pages, headers free of msgpack and
+# jansson, and an archive that exports the w2v_ API only; a program builds against the installed tree
 # with pkg-config alone.
 
 load helpers
@@ -16,6 +16,14 @@ load helpers
     [ ! -e "$T/root/usr/include/w2v/cli.h" ] || fail "w2v/cli.h is installed"
     ! nm -g --defined-only "$lib" | grep -E ' T w2v_(die|cli_init|output_open)$' || fail "cli.c is in the installed archive"
     nm -g --defined-only "$lib" | grep -q ' T w2v_set_message_fn$'
+    # the public headers stand alone, without msgpack's or jansson's types:
+    # each compiles where those two headers are poisoned
+    mkdir shadow
+    for dep in msgpack jansson; do echo "#error \"$dep in a public header\"" > "shadow/$dep.h"; done
+    for h in "$T"/root/usr/include/w2v/*.h; do
+        echo "#include <w2v/$(basename "$h")>" > one.c
+        cc -fsyntax-only -Ishadow -I"$T/root/usr/include" one.c || fail "w2v/$(basename "$h") does not stand alone"
+    done
     cat > prog.c <<'C'
 #include <stdio.h>
 #include <w2v/model.h>

@@ -37,9 +37,9 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
     for (int w = 0; n < MAX_SAMPLES; w++) {
         long want = windows[w % 6];
         if (want > MAX_SAMPLES - n) want = (long)(MAX_SAMPLES - n);
-        long got = w2v_audio_read(a, buf + n, want);
+        long got = w2v_audio_read(a, buf + n, want, err, sizeof err);
         if (got < 0) {
-            FUZZ_ASSERT(w2v_audio_error(a)[0], "read error without a message");
+            FUZZ_ASSERT(err[0], "read error without a message");
             failed = 1;
             break;
         }

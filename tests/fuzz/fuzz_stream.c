@@ -6,7 +6,7 @@
  * (seekable, as ks-batch reads a file in place): seeking back to each
  * record's offset must give the same record again. */
 #include "fuzz.h"
-#include "w2v/stream.h"
+#include "stream_msgpack.h"
 
 #define MAX_RECORDS 4096
 
@@ -51,9 +51,9 @@ static void seek_pass(const uint8_t *data, size_t size, int nrec)
     FUZZ_ASSERT(r, "opens from memory but not from a file: %s", err);
     FUZZ_ASSERT(w2v_reader_seekable(r), "a regular file is not seekable");
     for (int i = nrec - 1; i >= 0; i--) {
-        FUZZ_ASSERT(w2v_reader_seek(r, offsets[i], indices[i]) == 0, "seek: %s", w2v_reader_error(r));
-        FUZZ_ASSERT(w2v_reader_next(r) == 1, "record %ld at %lld not read again: %s", indices[i],
-                    (long long)offsets[i], w2v_reader_error(r));
+        FUZZ_ASSERT(w2v_reader_seek(r, offsets[i], indices[i], err, sizeof err) == 0, "seek: %s", err);
+        FUZZ_ASSERT(w2v_reader_next(r, err, sizeof err) == 1, "record %ld at %lld not read again: %s", indices[i],
+                    (long long)offsets[i], err);
         FUZZ_ASSERT(w2v_reader_offset(r) == offsets[i] && w2v_reader_size(r) == sizes[i] &&
                         w2v_reader_index(r) == indices[i],
                     "record %ld read again differs", indices[i]);
@@ -82,8 +82,8 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
     for (int i = 0; i < h->nlabels; i++) FUZZ_ASSERT(w2v_header_label(h, h->labels[i]) <= i, "label lookup");
     (void)w2v_header_compatible(h, h);
     for (int n = 0; n < MAX_RECORDS; n++) {
-        int ret = w2v_reader_next(r);
-        if (ret < 0) FUZZ_ASSERT(w2v_reader_error(r)[0], "error without a message");
+        int ret = w2v_reader_next(r, err, sizeof err);
+        if (ret < 0) FUZZ_ASSERT(err[0], "error without a message");
         if (ret <= 0) break;
         const msgpack_object *o = w2v_reader_object(r);
         if (nrec < MAX_SEEKS) {
@@ -95,7 +95,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
         tensors_of(o);
         if (h->type == W2V_EXAMPLES) {
             w2v_example ex;
-            if (w2v_reader_example(r, &ex) == 0) {
+            if (w2v_reader_example(r, &ex, err, sizeof err) == 0) {
                 FUZZ_ASSERT(ex.key && ex.length >= 0, "example");
                 FUZZ_ASSERT(ex.label >= -1 && ex.label < h->nlabels, "label %lld", (long long)ex.label);
                 float s = 0;
@@ -106,7 +106,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
             }
         } else {
             w2v_batch b;
-            if (w2v_reader_batch(r, &b) == 0) {
+            if (w2v_reader_batch(r, &b, err, sizeof err) == 0) {
                 FUZZ_ASSERT(b.batch >= 1 && b.time >= 0, "batch %d x %d", b.batch, b.time);
                 float s = 0;
                 for (int i = 0; i < b.batch; i++) {

@@ -232,11 +232,11 @@ static void test_stdin_pipe(void)
         float win[1000];
         long total = 0, got;
         int same = 1;
-        while ((got = w2v_audio_read(a, win, 1000)) > 0) {
+        while ((got = w2v_audio_read(a, win, 1000, err, sizeof err)) > 0) {
             for (long i = 0; i < got && total + i < nref; i++) same &= win[i] == ref[total + i];
             total += got;
         }
-        CHECK(got == 0, "read error: %s", w2v_audio_error(a));
+        CHECK(got == 0, "read error: %s", err);
         CHECK(total == nref, "pipe gave %ld samples, the file %ld", total, (long)nref);
         CHECK(same, "pipe samples equal file samples");
         w2v_audio_close(a);

@@ -52,7 +52,6 @@
 #include <stdlib.h>
 #include <string.h>
 
-static void quiet_note(const char *msg) { (void)msg; }
 
 /* ---- 1. rounding ---- */
 
@@ -344,7 +343,7 @@ static void check_case(const char *cname, int bf16_runs)
     const char *dir = golden_dir(cname);
     if (!dir) return;
     char err[512];
-    w2v_model *m = w2v_model_load(dir, quiet_note, err, sizeof err);
+    w2v_model *m = w2v_model_load(dir, err, sizeof err);
     CHECK(m != NULL, "%s: %s", cname, err);
     if (!m) return;
     w2v_safetensors *in = golden_open(dir, "inputs.safetensors"), *ex = golden_open(dir, "expected.safetensors");

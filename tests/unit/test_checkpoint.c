@@ -2,6 +2,7 @@
  * the base preset against transformers' config.json, pretraining and bare
  * Wav2Vec2Model checkpoints, sharded indexes, and broken files. */
 #include "golden.h"
+#include "w2v/base.h"
 #include "w2v/model.h"
 #include "w2v/safetensors.h"
 
@@ -12,7 +13,11 @@
 
 static char tmpdir[] = "/tmp/w2v-test-ckpt-XXXXXX";
 static int notes;
-static void count_note(const char *msg) { (void)msg; notes++; }
+static void count_note(w2v_message_kind kind, const char *msg)
+{
+    (void)msg;
+    notes += kind == W2V_NOTE;
+}
 
 static int same_params(w2v_model *a, w2v_model *b)
 {
@@ -27,7 +32,7 @@ static void test_namings(void)
         const char *dir = golden_dir(golden_cases[c]);
         if (!dir) return;
         char err[512], path[4200];
-        w2v_model *a = w2v_model_load(dir, NULL, err, sizeof err), *b = w2v_model_load(dir, NULL, err, sizeof err);
+        w2v_model *a = w2v_model_load(dir, err, sizeof err), *b = w2v_model_load(dir, err, sizeof err);
         CHECK(a && b, "%s", err);
         if (!a || !b) return;
         /* b: overwrite every weight from the parametrizations file */
@@ -35,7 +40,7 @@ static void test_namings(void)
         float *pb = w2v_model_params(b, &nb);
         memset(pb, 0, (size_t)nb * sizeof *pb);
         snprintf(path, sizeof path, "%s/model_parametrizations.safetensors", dir);
-        CHECK(w2v_model_load_weights(b, path, NULL, err, sizeof err) == 0, "%s", err);
+        CHECK(w2v_model_load_weights(b, path, err, sizeof err) == 0, "%s", err);
         CHECK(same_params(a, b), "%s: weight_g/weight_v and parametrizations.weight.original0/1 load the same", golden_cases[c]);
         /* the golden values land where HF's names say (every tensor: each
          * family's prefix, data2vec-audio's positional stack, WavLM's
@@ -56,7 +61,7 @@ static void test_namings(void)
         /* save and load again: bit-exact, labels and config kept */
         snprintf(path, sizeof path, "%s/%s", tmpdir, golden_cases[c]);
         CHECK(w2v_model_save(a, path, err, sizeof err) == 0, "save: %s", err);
-        w2v_model *r = w2v_model_load(path, NULL, err, sizeof err);
+        w2v_model *r = w2v_model_load(path, err, sizeof err);
         CHECK(r && same_params(a, r), "%s: save/load round trip is bit-exact", golden_cases[c]);
         if (r) {
             const w2v_config *x = w2v_model_config(a), *y = w2v_model_config(r);
@@ -157,7 +162,9 @@ static void test_pretraining(const char *model_type)
     w2v_st_writer_free(w);
     notes = 0;
     char *labels[4] = {"w", "x", "y", "z"};
-    w2v_model *r = w2v_model_load_labels(dir, 4, labels, count_note, err, sizeof err);
+    w2v_set_message_fn(count_note);
+    w2v_model *r = w2v_model_load_labels(dir, 4, labels, err, sizeof err);
+    w2v_set_message_fn(NULL);
     CHECK(r != NULL, "pretraining checkpoint: %s", err);
     if (r) {
         CHECK(notes >= 2, "notes on skipped tensors and the new head (%d)", notes);
@@ -191,7 +198,7 @@ static void test_index_and_errors(void)
                               "printf '{\"metadata\": {}, \"weight_map\": {\"classifier.bias\": \"model-00001-of-00001.safetensors\"}}' "
                               "> model.safetensors.index.json", path);
     CHECK(system(src) == 0, "index");
-    w2v_model *a = w2v_model_load(dir, NULL, err, sizeof err), *b = w2v_model_load(path, NULL, err, sizeof err);
+    w2v_model *a = w2v_model_load(dir, err, sizeof err), *b = w2v_model_load(path, err, sizeof err);
     CHECK(b != NULL && same_params(a, b), "sharded index loads: %s", err);
     w2v_model_free(b);
     w2v_model_free(a);
@@ -226,7 +233,7 @@ static void test_index_and_errors(void)
     mkdir(path, 0777);
     snprintf(src, sizeof src, "cp %s/config.json %s/ && touch %s/pytorch_model.bin", dir, path, path);
     CHECK(system(src) == 0, "copy");
-    CHECK(w2v_model_load(path, NULL, err, sizeof err) == NULL && strstr(err, "w2v-convert"), "%s", err);
+    CHECK(w2v_model_load(path, err, sizeof err) == NULL && strstr(err, "w2v-convert"), "%s", err);
 }
 
 /* Files crafted to break the loader: each refused with a clear error,
@@ -246,7 +253,7 @@ static void test_hostile_files(void)
     w2v_st_add(w, "wav2vec2.encoder.layers.0.attention.k_proj.weight", W2V_ST_F32, W2V_ST_MAX_DIMS, shape, NULL);
     CHECK(w2v_st_write(w, path, err, sizeof err) == 0, "%s", err);
     w2v_st_writer_free(w);
-    CHECK(w2v_model_load_weights(m, path, NULL, err, sizeof err) < 0 &&
+    CHECK(w2v_model_load_weights(m, path, err, sizeof err) < 0 &&
               strstr(err, "has shape [0,1099511627776,1099511627776,1099511627776,1099511627776,1099511627776,"
                           "1099511627776,1099511627776], the config needs ["),
           "long shape refused whole: %s", err);

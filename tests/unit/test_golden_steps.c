@@ -13,7 +13,7 @@ static void check_case(const char *cname)
     const char *dir = golden_dir(cname);
     if (!dir) return;
     char err[512];
-    w2v_model *m = w2v_model_load(dir, NULL, err, sizeof err);
+    w2v_model *m = w2v_model_load(dir, err, sizeof err);
     CHECK(m != NULL, "%s: %s", cname, err);
     if (!m) return;
     w2v_safetensors *in = golden_open(dir, "inputs.safetensors"), *st = golden_open(dir, "steps.safetensors"),

@@ -2,7 +2,7 @@
  * every byte, corruption at every byte, tensor checks, seeking, and memory
  * that stays one record deep. */
 #include "unit.h"
-#include "w2v/stream.h"
+#include "stream_msgpack.h"
 
 #include <errno.h>
 #include <inttypes.h>
@@ -164,9 +164,9 @@ static int example_is(w2v_reader *r, int i)
 {
     w2v_example got, want;
     float buf[256];
-    char key[32], path[64];
-    if (w2v_reader_example(r, &got) < 0) {
-        fprintf(stderr, "example %d: %s\n", i, w2v_reader_error(r));
+    char key[32], path[64], err[512];
+    if (w2v_reader_example(r, &got, err, sizeof err) < 0) {
+        fprintf(stderr, "example %d: %s\n", i, err);
         return 0;
     }
     example_of(i, &want, buf, key, path);
@@ -181,9 +181,9 @@ static int batch_is(w2v_reader *r, int i)
     float values[BATCH * TIME];
     uint8_t mask[BATCH * TIME];
     int64_t labels[BATCH], lengths[BATCH];
-    char *keys[BATCH], keybuf[BATCH][16];
-    if (w2v_reader_batch(r, &got) < 0) {
-        fprintf(stderr, "batch %d: %s\n", i, w2v_reader_error(r));
+    char *keys[BATCH], keybuf[BATCH][16], err[512];
+    if (w2v_reader_batch(r, &got, err, sizeof err) < 0) {
+        fprintf(stderr, "batch %d: %s\n", i, err);
         return 0;
     }
     batch_of(i, &want, values, mask, labels, lengths, keys, keybuf);
@@ -225,7 +225,7 @@ static void test_headers(void)
         CHECK(w2v_header_compatible(g, &h), "read back equals written");
         CHECK(g->batches_per_epoch == -1 && g->epochs == -1 && g->batch_size == -1, "absent optional fields are -1");
         CHECK(w2v_header_label(g, "up") == 2 && w2v_header_label(g, "down") == -1, "label lookup");
-        CHECK(w2v_reader_next(r) == 0, "a header alone is an empty stream");
+        CHECK(w2v_reader_next(r, err, sizeof err) == 0, "a header alone is an empty stream");
         w2v_reader_close(r);
     }
     fclose(fp);
@@ -283,7 +283,7 @@ static void test_round_trip(int batches)
     if (!r) return;
     CHECK(w2v_reader_index(r) == 0 && w2v_reader_offset(r) == 0 && w2v_reader_size(r) == m.bounds[1], "header position");
     for (int i = 0; i < n; i++) {
-        CHECK(w2v_reader_next(r) == 1, "record %d: %s", i, w2v_reader_error(r));
+        CHECK(w2v_reader_next(r, err, sizeof err) == 1, "record %d: %s", i, err);
         CHECK(w2v_reader_index(r) == i + 1, "index %ld", w2v_reader_index(r));
         CHECK(w2v_reader_offset(r) == (int64_t)m.bounds[i + 1], "offset of record %d", i + 1);
         CHECK(w2v_reader_size(r) == m.bounds[i + 2] - m.bounds[i + 1], "size of record %d", i + 1);
@@ -291,12 +291,12 @@ static void test_round_trip(int batches)
         /* and not the other kind */
         w2v_example ex;
         w2v_batch b;
-        CHECK((batches ? w2v_reader_example(r, &ex) : w2v_reader_batch(r, &b)) == -1 &&
-                  strstr(w2v_reader_error(r), batches ? "not an examples stream" : "not a batches stream"),
-              "wrong kind: %s", w2v_reader_error(r));
+        CHECK((batches ? w2v_reader_example(r, &ex, err, sizeof err) : w2v_reader_batch(r, &b, err, sizeof err)) == -1 &&
+                  strstr(err, batches ? "not an examples stream" : "not a batches stream"),
+              "wrong kind: %s", err);
     }
-    CHECK(w2v_reader_next(r) == 0, "clean end");
-    CHECK(w2v_reader_next(r) == 0, "still the end");
+    CHECK(w2v_reader_next(r, err, sizeof err) == 0, "clean end");
+    CHECK(w2v_reader_next(r, err, sizeof err) == 0, "still the end");
     w2v_reader_close(r);
     fclose(fp);
     free(m.data);
@@ -319,11 +319,11 @@ static void test_large_record(void)
     mem_close(&m);
     FILE *fp = file_of(m.data, m.len);
     w2v_reader *r = w2v_reader_from_file(fp, "mem", err, sizeof err);
-    CHECK(r && w2v_reader_next(r) == 1 && example_is(r, 1), "small record before");
-    CHECK(r && w2v_reader_next(r) == 1 && w2v_reader_example(r, &ex) == 0, "big record");
+    CHECK(r && w2v_reader_next(r, err, sizeof err) == 1 && example_is(r, 1), "small record before");
+    CHECK(r && w2v_reader_next(r, err, sizeof err) == 1 && w2v_reader_example(r, &ex, err, sizeof err) == 0, "big record");
     CHECK(r && ex.length == N && !strcmp(ex.key, "big") && !memcmp(ex.input_values, big, N * sizeof *big), "big values");
-    CHECK(r && w2v_reader_next(r) == 1 && example_is(r, 2), "small record after");
-    CHECK(r && w2v_reader_next(r) == 0, "end");
+    CHECK(r && w2v_reader_next(r, err, sizeof err) == 1 && example_is(r, 2), "small record after");
+    CHECK(r && w2v_reader_next(r, err, sizeof err) == 0, "end");
     w2v_reader_close(r);
     fclose(fp);
     free(m.data);
@@ -345,11 +345,11 @@ static void test_concatenation(void)
     w2v_reader *r = w2v_reader_from_file(fp, "cat", err, sizeof err);
     int expect[] = {0, 1, 0, 1, 2}, index[] = {1, 2, 4, 5, 6};
     for (int k = 0; r && k < 5; k++) {
-        CHECK(w2v_reader_next(r) == 1, "record %d: %s", k, w2v_reader_error(r));
+        CHECK(w2v_reader_next(r, err, sizeof err) == 1, "record %d: %s", k, err);
         CHECK(w2v_reader_index(r) == index[k], "index %ld, expected %d", w2v_reader_index(r), index[k]);
         CHECK(example_is(r, expect[k]), "record %d", k);
     }
-    CHECK(r && w2v_reader_next(r) == 0, "end");
+    CHECK(r && w2v_reader_next(r, err, sizeof err) == 0, "end");
     w2v_reader_close(r);
     fclose(fp);
 
@@ -371,11 +371,11 @@ static void test_concatenation(void)
         memcpy(cat + a.len, c.data, c.len);
         fp = file_of(cat, a.len + c.len);
         r = w2v_reader_from_file(fp, "cat", err, sizeof err);
-        CHECK(r && w2v_reader_next(r) == 1 && w2v_reader_next(r) == 1, "records of the first stream");
-        CHECK(r && w2v_reader_next(r) == -1, "variant %d: conflicting header", variant);
+        CHECK(r && w2v_reader_next(r, err, sizeof err) == 1 && w2v_reader_next(r, err, sizeof err) == 1, "records of the first stream");
+        CHECK(r && w2v_reader_next(r, err, sizeof err) == -1, "variant %d: conflicting header", variant);
         snprintf(want, sizeof want, "cat: record 3 at byte %zu: header conflicts with the first header", a.len);
-        CHECK(r && !strncmp(w2v_reader_error(r), want, strlen(want)), "variant %d: error '%s'", variant,
-              r ? w2v_reader_error(r) : err);
+        CHECK(r && !strncmp(err, want, strlen(want)), "variant %d: error '%s'", variant,
+              r ? err : err);
         w2v_reader_close(r);
         fclose(fp);
         free(c.data);
@@ -404,18 +404,18 @@ static void truncate_everywhere(const membuf *m, int batches)
         } else {
             CHECK(r != NULL, "cut at %zu after the header: %s", k, err);
             int got = 0, ret = 0;
-            while (r && (ret = w2v_reader_next(r)) == 1) {
+            while (r && (ret = w2v_reader_next(r, err, sizeof err)) == 1) {
                 CHECK(batches ? batch_is(r, got) : example_is(r, got), "cut at %zu: record %d", k, got + 1);
                 got++;
             }
             CHECK(got == j - 1, "cut at %zu: %d records, expected %d", k, got, j - 1);
             if (r && k == m->bounds[j]) {
-                CHECK(ret == 0, "cut at %zu (a boundary): clean end, got %d: %s", k, ret, w2v_reader_error(r));
+                CHECK(ret == 0, "cut at %zu (a boundary): clean end, got %d: %s", k, ret, err);
             } else if (r) {
                 snprintf(want, sizeof want,
                          "mem: record %d at byte %zu: truncated: the stream ends inside the record (%zu bytes of it present)",
                          j, m->bounds[j], k - m->bounds[j]);
-                CHECK(ret == -1 && !strcmp(w2v_reader_error(r), want), "cut at %zu: '%s'", k, w2v_reader_error(r));
+                CHECK(ret == -1 && !strcmp(err, want), "cut at %zu: '%s'", k, err);
             }
         }
         w2v_reader_close(r);
@@ -459,18 +459,18 @@ static int read_damaged(const char *data, size_t len, size_t *heap)
     } else {
         int ret;
         result = 1;
-        while ((ret = w2v_reader_next(r)) == 1) {
+        while ((ret = w2v_reader_next(r, err, sizeof err)) == 1) {
             w2v_example ex;
             w2v_batch b;
-            if ((w2v_reader_header(r)->type == W2V_EXAMPLES ? w2v_reader_example(r, &ex) : w2v_reader_batch(r, &b)) < 0) {
+            if ((w2v_reader_header(r)->type == W2V_EXAMPLES ? w2v_reader_example(r, &ex, err, sizeof err) : w2v_reader_batch(r, &b, err, sizeof err)) < 0) {
                 result = -1;
                 break;
             }
         }
         if (ret < 0) result = -1;
-        if (result < 0 && !(error_form(w2v_reader_error(r), &rec, &off) && rec >= 1 && off > 0 && (size_t)off < len))
+        if (result < 0 && !(error_form(err, &rec, &off) && rec >= 1 && off > 0 && (size_t)off < len))
             result = 0;
-        if (!result) fprintf(stderr, "bad error: '%s'\n", w2v_reader_error(r));
+        if (!result) fprintf(stderr, "bad error: '%s'\n", err);
         *heap = heap_in_use() - base;
         w2v_reader_close(r);
     }
@@ -536,7 +536,7 @@ static void test_huge_counts(void)
         {0xdb, 0xff, 0xff, 0xff, 0xff}, /* str32 */
         {0xc9, 0xff, 0xff, 0xff, 0xff}, /* ext32 */
     };
-    char want[512];
+    char want[512], err[512];
     membuf m;
     examples_stream(&m, 4);
     size_t at = m.bounds[2]; /* record 2 */
@@ -548,9 +548,9 @@ static void test_huge_counts(void)
         FILE *fp = file_of(copy, m.len);
         size_t base = heap_in_use();
         w2v_reader *r = w2v_reader_from_file(fp, "mem", want, sizeof want);
-        CHECK(r && w2v_reader_next(r) == 1 && w2v_reader_next(r) == -1, "huge count %zu: an error", h);
+        CHECK(r && w2v_reader_next(r, err, sizeof err) == 1 && w2v_reader_next(r, err, sizeof err) == -1, "huge count %zu: an error", h);
         snprintf(want, sizeof want, "mem: record 2 at byte %zu: truncated", at);
-        CHECK(r && !strncmp(w2v_reader_error(r), want, strlen(want)), "huge count %zu: '%s'", h, r ? w2v_reader_error(r) : "");
+        CHECK(r && !strncmp(err, want, strlen(want)), "huge count %zu: '%s'", h, r ? err : "");
         size_t heap = heap_in_use() - base;
         CHECK(heap < HEAP_LIMIT, "huge count %zu: reader holds %zu bytes", h, heap);
         w2v_reader_close(r);
@@ -762,13 +762,13 @@ static void test_record_rules(void)
             w2v_reader *r = w2v_reader_from_file(fp, "mem", err, sizeof err);
             w2v_example ex;
             w2v_batch b;
-            CHECK(r && w2v_reader_next(r) == 1, "%s %d: %s", kind ? "batch" : "example", v, err);
-            int ret = r ? (kind ? w2v_reader_batch(r, &b) : w2v_reader_example(r, &ex)) : 0;
+            CHECK(r && w2v_reader_next(r, err, sizeof err) == 1, "%s %d: %s", kind ? "batch" : "example", v, err);
+            int ret = r ? (kind ? w2v_reader_batch(r, &b, err, sizeof err) : w2v_reader_example(r, &ex, err, sizeof err)) : 0;
             snprintf(want, sizeof want, "mem: record 1 at byte %zu: %s", m.bounds[1], kind ? batch_why[v] : example_why[v]);
-            CHECK(ret == -1 && !strncmp(w2v_reader_error(r), want, strlen(want)), "%s %d: '%s', expected '%s'",
-                  kind ? "batch" : "example", v, r ? w2v_reader_error(r) : "", want);
+            CHECK(ret == -1 && !strncmp(err, want, strlen(want)), "%s %d: '%s', expected '%s'",
+                  kind ? "batch" : "example", v, r ? err : "", want);
             /* a record the reader can decode no further is no stream error */
-            CHECK(r && w2v_reader_next(r) == 0, "%s %d: clean end after", kind ? "batch" : "example", v);
+            CHECK(r && w2v_reader_next(r, err, sizeof err) == 0, "%s %d: clean end after", kind ? "batch" : "example", v);
             w2v_reader_close(r);
             fclose(fp);
             free(m.data);
@@ -780,7 +780,7 @@ static void test_record_rules(void)
     FILE *fp = file_of(m.data, m.len);
     w2v_reader *r = w2v_reader_from_file(fp, "mem", err, sizeof err);
     w2v_batch b;
-    CHECK(r && w2v_reader_next(r) == 1 && w2v_reader_batch(r, &b) == 0, "good batch: %s", r ? w2v_reader_error(r) : err);
+    CHECK(r && w2v_reader_next(r, err, sizeof err) == 1 && w2v_reader_batch(r, &b, err, sizeof err) == 0, "good batch: %s", r ? err : err);
     CHECK(r && b.batch == 2 && b.time == 3 && b.lengths[1] == 2 && b.labels[1] == 1 && !strcmp(b.keys[1], "b") &&
               b.input_values[4] == 5 && b.attention_mask[5] == 0, "good batch fields");
     w2v_reader_close(r);
@@ -820,8 +820,8 @@ static void test_not_streams(void)
         w2v_reader *r = w2v_reader_from_file(fp, "mem", err, sizeof err);
         char want[256];
         snprintf(want, sizeof want, "mem: record 2 at byte %zu: %s", m.len, k ? "malformed msgpack" : "not a map");
-        CHECK(r && w2v_reader_next(r) == 1 && w2v_reader_next(r) == -1 && !strcmp(w2v_reader_error(r), want),
-              "'%s'", r ? w2v_reader_error(r) : err);
+        CHECK(r && w2v_reader_next(r, err, sizeof err) == 1 && w2v_reader_next(r, err, sizeof err) == -1 && !strcmp(err, want),
+              "'%s'", r ? err : err);
         w2v_reader_close(r);
         fclose(fp);
         free(data);
@@ -843,28 +843,28 @@ static void test_seek_and_open(void)
         int64_t off[8];
         long idx[8];
         int n = 0;
-        while (w2v_reader_next(r) == 1) {
+        while (w2v_reader_next(r, err, sizeof err) == 1) {
             off[n] = w2v_reader_offset(r);
             idx[n++] = w2v_reader_index(r);
         }
         CHECK(n == 6, "%d records", n);
         /* back to record 3 (example 2), then to record 1 and on to the end */
-        CHECK(w2v_reader_seek(r, off[2], idx[2]) == 0, "seek: %s", w2v_reader_error(r));
-        CHECK(w2v_reader_next(r) == 1 && w2v_reader_index(r) == idx[2] && w2v_reader_offset(r) == off[2] && example_is(r, 2),
+        CHECK(w2v_reader_seek(r, off[2], idx[2], err, sizeof err) == 0, "seek: %s", err);
+        CHECK(w2v_reader_next(r, err, sizeof err) == 1 && w2v_reader_index(r) == idx[2] && w2v_reader_offset(r) == off[2] && example_is(r, 2),
               "record after seek");
-        CHECK(w2v_reader_seek(r, off[0], idx[0]) == 0, "seek: %s", w2v_reader_error(r));
+        CHECK(w2v_reader_seek(r, off[0], idx[0], err, sizeof err) == 0, "seek: %s", err);
         int k = 0;
-        while (w2v_reader_next(r) == 1) {
+        while (w2v_reader_next(r, err, sizeof err) == 1) {
             CHECK(example_is(r, k) && w2v_reader_index(r) == idx[k], "record %d after the second seek", k);
             k++;
         }
         CHECK(k == 6, "%d records after the second seek", k);
         /* a seek to a place that is no record boundary reads garbage as an error, not a crash */
-        CHECK(w2v_reader_seek(r, off[1] + 1, 2) == 0, "seek into a record");
+        CHECK(w2v_reader_seek(r, off[1] + 1, 2, err, sizeof err) == 0, "seek into a record");
         int ret;
-        while ((ret = w2v_reader_next(r)) == 1) {
+        while ((ret = w2v_reader_next(r, err, sizeof err)) == 1) {
             w2v_example ex;
-            w2v_reader_example(r, &ex);
+            w2v_reader_example(r, &ex, err, sizeof err);
         }
         CHECK(ret <= 0, "seek into a record: %d", ret);
         w2v_reader_close(r);
@@ -879,10 +879,10 @@ static void test_seek_and_open(void)
     r = w2v_reader_from_file(fp, "pipe", err, sizeof err);
     CHECK(r && !w2v_reader_seekable(r), "a pipe is not seekable");
     if (r) {
-        CHECK(w2v_reader_seek(r, 0, 0) == -1 && strstr(w2v_reader_error(r), "cannot seek: not a regular file"), "%s",
-              w2v_reader_error(r));
+        CHECK(w2v_reader_seek(r, 0, 0, err, sizeof err) == -1 && strstr(err, "cannot seek: not a regular file"), "%s",
+              err);
         int k = 0;
-        while (w2v_reader_next(r) == 1) {
+        while (w2v_reader_next(r, err, sizeof err) == 1) {
             CHECK(example_is(r, k), "pipe record %d", k);
             k++;
         }
@@ -918,9 +918,9 @@ static void test_memory_bounded(void)
     size_t base = heap_in_use(), peak = 0;
     w2v_reader *r = w2v_reader_from_file(fp, "mem", err, sizeof err);
     int n = 0, ok = 1;
-    while (r && w2v_reader_next(r) == 1) {
+    while (r && w2v_reader_next(r, err, sizeof err) == 1) {
         w2v_example ex;
-        ok &= w2v_reader_example(r, &ex) == 0 && ex.input_values[0] == (float)n && ex.input_values[T - 1] == (float)(T - 1);
+        ok &= w2v_reader_example(r, &ex, err, sizeof err) == 0 && ex.input_values[0] == (float)n && ex.input_values[T - 1] == (float)(T - 1);
         n++;
         size_t used = heap_in_use() - base;
         peak = used > peak ? used : peak;

@@ -76,7 +76,7 @@ static void test_tiny_model(void)
     CHECK(w2v_torch_save_safetensors(tf, path, err, sizeof err) == 0, "%s", err);
     w2v_torch_close(tf);
 
-    w2v_model *m = w2v_model_load(dir, NULL, err, sizeof err);
+    w2v_model *m = w2v_model_load(dir, err, sizeof err);
     CHECK(m, "the converted model loads: %s", err);
     if (!m) return;
     w2v_safetensors *st = w2v_st_open(path, err, sizeof err);
@@ -85,7 +85,7 @@ static void test_tiny_model(void)
     w2v_st_close(st);
     const char *gdir = golden_dir("base-tiny");
     if (gdir) {
-        w2v_model *g = w2v_model_load(gdir, NULL, err, sizeof err);
+        w2v_model *g = w2v_model_load(gdir, err, sizeof err);
         long na, nb;
         float *pa = w2v_model_params(m, &na), *pb = g ? w2v_model_params(g, &nb) : NULL;
         CHECK(g && na == nb && !memcmp(pa, pb, (size_t)na * sizeof *pa), "converted = golden parameters, bit for bit");
