@@ -4,10 +4,12 @@
 #define W2V_GOLDEN_H
 
 #include "unit.h"
+#include "w2v/model.h"
 #include "w2v/safetensors.h"
 
 #include <math.h>
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
 
@@ -71,6 +73,64 @@ static inline int64_t *golden_i64(w2v_safetensors *st, const char *name, size_t 
     w2v_st_to_i64(t, x);
     if (count) *count = t->count;
     return x;
+}
+
+/* 1 when name is an item of a comma-separated list (the metadata's
+ * grad_none and decay lists). */
+static inline int golden_listed(const char *list, const char *name)
+{
+    size_t len = strlen(name);
+    for (const char *s = list; s && (s = strstr(s, name)); s++)
+        if ((s == list || s[-1] == ',') && (s[len] == ',' || !s[len])) return 1;
+    return 0;
+}
+
+/* A golden case: HF's model, its batch of 3 (inputs.safetensors) and what
+ * HF computed from it (expected.safetensors). */
+typedef struct {
+    const char *name;
+    char dir[4096];
+    w2v_model *m;
+    w2v_safetensors *in, *ex;
+    float *x;
+    int64_t *lengths, *labels;
+    w2v_input input;
+    int frozen; /* HF ran freeze_feature_encoder(): no conv encoder gradients */
+} golden_case;
+
+/* 0 with the case open, or -1: its data is absent (a skip, noted) or did
+ * not load (a failed check). */
+static inline int golden_case_open(golden_case *g, const char *name)
+{
+    memset(g, 0, sizeof *g);
+    g->name = name;
+    const char *dir = golden_dir(name);
+    if (!dir) return -1;
+    snprintf(g->dir, sizeof g->dir, "%s", dir);
+    char err[512];
+    g->m = w2v_model_load(dir, err, sizeof err);
+    CHECK(g->m != NULL, "%s: %s", name, err);
+    if (!g->m) return -1;
+    g->in = golden_open(dir, "inputs.safetensors");
+    g->ex = golden_open(dir, "expected.safetensors");
+    size_t nx = 0;
+    g->x = golden_f32(g->in, "input_values", &nx);
+    g->lengths = golden_i64(g->in, "lengths", NULL);
+    g->labels = golden_i64(g->in, "labels", NULL);
+    g->input = (w2v_input){.B = 3, .T = (int)(nx / 3), .x = g->x, .lengths = g->lengths, .labels = g->labels};
+    const char *none = w2v_st_metadata(g->ex, "grad_none");
+    g->frozen = none && strstr(none, "feature_extractor.conv_layers") != NULL;
+    return 0;
+}
+
+static inline void golden_case_close(golden_case *g)
+{
+    free(g->x);
+    free(g->lengths);
+    free(g->labels);
+    w2v_st_close(g->in);
+    w2v_st_close(g->ex);
+    w2v_model_free(g->m);
 }
 
 /* max |a - b| and max |b| over n values */

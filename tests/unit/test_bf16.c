@@ -340,19 +340,13 @@ static void free_outputs(outputs *o)
 
 static void check_case(const char *cname, int bf16_runs)
 {
-    const char *dir = golden_dir(cname);
-    if (!dir) return;
+    golden_case g;
+    if (golden_case_open(&g, cname) < 0) return;
     char err[512];
-    w2v_model *m = w2v_model_load(dir, err, sizeof err);
-    CHECK(m != NULL, "%s: %s", cname, err);
-    if (!m) return;
-    w2v_safetensors *in = golden_open(dir, "inputs.safetensors"), *ex = golden_open(dir, "expected.safetensors");
-    size_t nx = 0;
-    float *x = golden_f32(in, "input_values", &nx);
-    int64_t *lengths = golden_i64(in, "lengths", NULL), *labels = golden_i64(in, "labels", NULL);
-    w2v_input input = {.B = 3, .T = (int)(nx / 3), .x = x, .lengths = lengths, .labels = labels};
-    const char *none = w2v_st_metadata(ex, "grad_none");
-    int frozen = none && strstr(none, "feature_extractor.conv_layers") != NULL;
+    w2v_model *m = g.m;
+    w2v_safetensors *ex = g.ex;
+    w2v_input input = g.input;
+    int frozen = g.frozen;
     long np;
     w2v_model_params(m, &np);
 
@@ -457,12 +451,7 @@ static void check_case(const char *cname, int bf16_runs)
     free_outputs(&f1);
     free_outputs(&b);
     free_outputs(&f2);
-    free(x);
-    free(lengths);
-    free(labels);
-    w2v_st_close(in);
-    w2v_st_close(ex);
-    w2v_model_free(m);
+    golden_case_close(&g);
 }
 
 int main(void)

@@ -47,24 +47,19 @@ static int count_grads(w2v_safetensors *ex)
 
 static void check_case(const char *cname)
 {
-    const char *dir = golden_dir(cname);
-    if (!dir) return;
+    golden_case g;
+    if (golden_case_open(&g, cname) < 0) return;
     printf("%s\n", cname);
     char err[512];
-    w2v_model *m = w2v_model_load(dir, err, sizeof err);
-    CHECK(m != NULL, "%s: %s", cname, err);
-    if (!m) return;
-    w2v_safetensors *in = golden_open(dir, "inputs.safetensors"), *ex = golden_open(dir, "expected.safetensors");
-    size_t nx = 0;
-    float *x = golden_f32(in, "input_values", &nx);
-    int64_t *lengths = golden_i64(in, "lengths", NULL), *labels = golden_i64(in, "labels", NULL);
+    w2v_model *m = g.m;
+    w2v_safetensors *in = g.in, *ex = g.ex;
+    const int64_t *lengths = g.lengths;
     int has_mask = w2v_st_find(in, "attention_mask") >= 0;
     CHECK(has_mask == w2v_model_config(m)->return_attention_mask,
           "%s: the case passes a mask iff its preprocessor returns one", cname);
-    w2v_input input = {.B = 3, .T = (int)(nx / 3), .x = x, .lengths = lengths, .labels = labels};
     w2v_run run = {1, 0, 0, -1};
     float logits[3 * 12];
-    float loss = w2v_model_forward(m, &input, &run, logits, err, sizeof err);
+    float loss = w2v_model_forward(m, &g.input, &run, logits, err, sizeof err);
     CHECK(loss >= 0, "%s: forward: %s", cname, err);
 
     /* frame lengths */
@@ -88,7 +83,7 @@ static void check_case(const char *cname)
     /* gradients of every parameter; a case whose conv encoder got no
      * gradients ran with freeze_feature_encoder() */
     const char *none = w2v_st_metadata(ex, "grad_none");
-    w2v_model_freeze_feature_encoder(m, none && strstr(none, "feature_extractor.conv_layers") != NULL);
+    w2v_model_freeze_feature_encoder(m, g.frozen);
     w2v_model_zero_grad(m);
     w2v_model_backward(m, 1.0f);
     const float *grads = w2v_model_grads(m, NULL);
@@ -102,12 +97,7 @@ static void check_case(const char *cname)
         float *want = golden_f32(ex, gname, &n);
         CHECK(want != NULL && n == (size_t)p->size, "%s: %s missing or of another size", cname, gname);
         if (!want) continue;
-        int listed_none = 0;
-        if (none) {
-            const char *s = strstr(none, p->name);
-            size_t len = strlen(p->name);
-            listed_none = s && (s == none || s[-1] == ',') && (s[len] == ',' || !s[len]);
-        }
+        int listed_none = golden_listed(none, p->name);
         CHECK(listed_none == !w2v_model_param_has_grad(m, i), "%s: %s: grad None in HF: %d, here: %d", cname, p->name,
               listed_none, !w2v_model_param_has_grad(m, i));
         double mb, d = max_abs_diff(grads + p->offset, want, n, &mb);
@@ -119,14 +109,9 @@ static void check_case(const char *cname)
     CHECK(w2v_model_num_params(m) == count_grads(ex), "%s: %d parameters, HF has %d", cname, w2v_model_num_params(m),
           count_grads(ex));
     printf("  gradients: worst max|diff|/max|golden| %.2e (%s)\n", worst, worst_name);
-    free(x);
-    free(lengths);
-    free(labels);
     free(fl);
     free(want_loss);
-    w2v_st_close(in);
-    w2v_st_close(ex);
-    w2v_model_free(m);
+    golden_case_close(&g);
 }
 
 int main(void)

@@ -10,26 +10,18 @@
 
 static void check_case(const char *cname)
 {
-    const char *dir = golden_dir(cname);
-    if (!dir) return;
+    golden_case g;
+    if (golden_case_open(&g, cname) < 0) return;
     char err[512];
-    w2v_model *m = w2v_model_load(dir, err, sizeof err);
-    CHECK(m != NULL, "%s: %s", cname, err);
-    if (!m) return;
-    w2v_safetensors *in = golden_open(dir, "inputs.safetensors"), *st = golden_open(dir, "steps.safetensors"),
-                    *ex = golden_open(dir, "expected.safetensors");
-    size_t nx = 0;
-    float *x = golden_f32(in, "input_values", &nx);
-    int64_t *lengths = golden_i64(in, "lengths", NULL), *labels = golden_i64(in, "labels", NULL);
-    const char *none = w2v_st_metadata(ex, "grad_none"), *decay = w2v_st_metadata(st, "decay");
-    w2v_model_freeze_feature_encoder(m, none && strstr(none, "feature_extractor.conv_layers") != NULL);
+    w2v_model *m = g.m;
+    w2v_safetensors *st = golden_open(g.dir, "steps.safetensors");
+    const char *decay = w2v_st_metadata(st, "decay");
+    w2v_model_freeze_feature_encoder(m, g.frozen);
 
     /* Trainer's decay rule, as the golden run applied it */
     for (int i = 0; i < w2v_model_num_params(m); i++) {
         const w2v_param *p = w2v_model_param(m, i);
-        const char *s = strstr(decay, p->name);
-        size_t len = strlen(p->name);
-        int listed = s && (s == decay || s[-1] == ',') && (s[len] == ',' || !s[len]);
+        int listed = golden_listed(decay, p->name);
         CHECK(listed == p->decay, "%s: %s: decay %d, HF %d", cname, p->name, p->decay, listed);
     }
 
@@ -43,12 +35,11 @@ static void check_case(const char *cname)
     o.warmup_steps = 1;
     o.total_steps = 10;
     w2v_optim *opt = w2v_optim_new(m, &o);
-    w2v_input input = {.B = 3, .T = (int)(nx / 3), .x = x, .lengths = lengths, .labels = labels};
     for (int k = 1; k <= 3; k++) {
         char name[160];
         w2v_run run = {1, 0, (uint64_t)k, -1};
         w2v_model_zero_grad(m);
-        float loss = w2v_model_forward(m, &input, &run, NULL, err, sizeof err);
+        float loss = w2v_model_forward(m, &g.input, &run, NULL, err, sizeof err);
         w2v_model_backward(m, 1.0f);
         double lr;
         float norm = w2v_optim_step(opt, m, &lr);
@@ -86,13 +77,8 @@ static void check_case(const char *cname)
     }
     w2v_optim_free(opt);
     free(initial);
-    free(x);
-    free(lengths);
-    free(labels);
-    w2v_st_close(in);
     w2v_st_close(st);
-    w2v_st_close(ex);
-    w2v_model_free(m);
+    golden_case_close(&g);
 }
 
 int main(void)
