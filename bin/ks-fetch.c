@@ -271,7 +271,7 @@ static void corpus_wavs(const char *root, strings *out)
         free(sub);
     }
     closedir(d);
-    qsort(out->v, out->n, sizeof *out->v, by_string);
+    if (out->n > 1) qsort(out->v, out->n, sizeof *out->v, by_string);
 }
 
 /* A partition list: the file's lines, sorted, empty ones skipped. */
@@ -287,7 +287,7 @@ static void read_list(const char *root, const char *name, strings *out)
     free(line);
     fclose(fp);
     free(path);
-    qsort(out->v, out->n, sizeof *out->v, by_string);
+    if (out->n > 1) qsort(out->v, out->n, sizeof *out->v, by_string);
 }
 
 static int listed(const strings *list, const char *name)

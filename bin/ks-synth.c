@@ -704,7 +704,7 @@ static int by_member_name(const void *a, const void *b)
 /* Writes the archive, prints its sha256sum line, appends it to sums. */
 static void archive(const char *dir, const char *name, members *ms, FILE *sums)
 {
-    qsort(ms->m, ms->n, sizeof *ms->m, by_member_name);
+    if (ms->n > 1) qsort(ms->m, ms->n, sizeof *ms->m, by_member_name);
     char *path = w2v_path_join(dir, name), err[1024], hex[W2V_SHA256_HEX];
     if (w2v_tar_write(path, ms->m, ms->n, ARCHIVE_MTIME, err, sizeof err) < 0) w2v_die("%s", err);
     if (w2v_sha256_file(path, hex, err, sizeof err) < 0) w2v_die("%s", err);

@@ -300,7 +300,7 @@ static int entry_cmp(const void *a, const void *b)
 
 int w2v_st_write(w2v_st_writer *w, const char *path, char *err, size_t errlen)
 {
-    qsort(w->e, (size_t)w->n, sizeof *w->e, entry_cmp);
+    if (w->n > 1) qsort(w->e, (size_t)w->n, sizeof *w->e, entry_cmp); /* w->e is NULL when empty */
     json_t *root = json_object();
     if (json_object_size(w->metadata)) json_object_set(root, "__metadata__", w->metadata);
     size_t off = 0;

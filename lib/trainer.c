@@ -158,7 +158,7 @@ static void rotate_checkpoints(const w2v_trainer *t)
         steps[n++] = st;
     }
     closedir(d);
-    qsort(steps, n, sizeof *steps, newest_first);
+    if (n > 1) qsort(steps, n, sizeof *steps, newest_first); /* NULL without checkpoints */
     for (size_t i = (size_t)t->o.save_total_limit; i < n; i++) {
         char *path = checkpoint_path(t, steps[i]);
         if ((!t->s.best_checkpoint || strcmp(path, t->s.best_checkpoint)) && w2v_remove_tree(path, NULL, 0) != 0)
