@@ -57,6 +57,46 @@ for k in want:
     cmp m/model.safetensors "$SHARED/golden/base-tiny/model.safetensors"
 }
 
+# Python: a safetensors file holds the encoder of a golden model under the
+# names the bare model saves (argv[3], the family's prefix, taken off).
+SAME_AS_BARE='
+import json, struct, sys
+def read(path):
+    b = open(path, "rb").read()
+    n = struct.unpack("<Q", b[:8])[0]
+    h = json.loads(b[8:8 + n])
+    h.pop("__metadata__", None)
+    return {k: (v["dtype"], v["shape"], b[8 + n + v["data_offsets"][0]:8 + n + v["data_offsets"][1]]) for k, v in h.items()}
+got, golden, prefix = read(sys.argv[1]), read(sys.argv[2]), sys.argv[3]
+want = {k[len(prefix):]: v for k, v in golden.items() if k.startswith(prefix)}
+assert sorted(got) == sorted(want), (sorted(got), sorted(want))
+assert all(got[k] == want[k] for k in want)
+'
+
+@test "w2v-convert: other families: HuBERT's classifier, and a WavLM encoder saved without its prefix, which loads with a new head" {
+    cp -r "$DATA/hubert-tiny" h
+    run w2v-convert h
+    assert_success
+    assert_output --partial "h/model.safetensors: 51 tensors"
+    cp -r "$DATA/wavlm-bare" w
+    run w2v-convert w
+    assert_success
+    assert_output --partial "w/model.safetensors: 54 tensors"
+    /usr/bin/python3 -c '
+import math, struct, wave
+w = wave.open("t.wav", "wb"); w.setnchannels(1); w.setsampwidth(2); w.setframerate(16000)
+w.writeframes(b"".join(struct.pack("<h", int(8000 * math.sin(0.07 * i))) for i in range(16000))); w.close()'
+    run w2v-predict -m w t.wav
+    assert_success
+    assert_output --partial "w/model.safetensors: no classification head (projector, classifier): newly initialised"
+    assert_output --partial '{"key":"t.wav","label":'
+    if [ ! -d "$SHARED/golden/family" ]; then
+        skip "no golden data at $SHARED/golden (set W2V_SHARED)"
+    fi
+    cmp h/model.safetensors "$SHARED/golden/family/hubert-tiny/model.safetensors"
+    /usr/bin/python3 -c "$SAME_AS_BARE" w/model.safetensors "$SHARED/golden/family/wavlm-tiny/model.safetensors" wavlm.
+}
+
 @test "w2v-convert: strided, offset, shared, expanded views and every dtype keep torch's values" {
     for f in odd-layouts odd-layouts-p4; do
         mkdir "$f"

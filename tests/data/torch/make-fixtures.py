@@ -12,6 +12,11 @@ script:
 
   tiny/pytorch_model.bin      torch.save of the golden tiny model's state dict
   tiny/config.json, tiny/preprocessor_config.json   copied from GOLDEN_DIR
+  hubert-tiny/                the same for GOLDEN_DIR/../family/hubert-tiny
+                              (HubertForSequenceClassification: hubert. names)
+  wavlm-bare/                 GOLDEN_DIR/../family/wavlm-tiny's encoder as
+                              WavLMModel.state_dict() saves it: no wavlm.
+                              prefix, no projector or classifier
   odd-layouts.bin             views (transposed, offset, expanded, permuted)
                               sharing storages, every dtype, a 0-d and an
                               empty tensor, a Parameter, OrderedDict metadata
@@ -79,13 +84,17 @@ def write_safetensors(path, tensors):
         f.write(struct.pack("<Q", len(h)) + h + b"".join(blobs))
 
 
-def tiny():
-    out = os.path.join(HERE, "tiny")
+def tiny(name="tiny", golden=GOLDEN, bare_prefix=None):
+    """torch.save of a golden case's state dict; with bare_prefix, only the
+    encoder's tensors, that prefix taken off (what the bare model saves)."""
+    out = os.path.join(HERE, name)
     os.makedirs(out, exist_ok=True)
-    sd = read_safetensors(os.path.join(GOLDEN, "model.safetensors"))
+    sd = read_safetensors(os.path.join(golden, "model.safetensors"))
+    if bare_prefix:
+        sd = collections.OrderedDict((k[len(bare_prefix):], v) for k, v in sd.items() if k.startswith(bare_prefix))
     torch.save(sd, os.path.join(out, "pytorch_model.bin"))
     for f in ("config.json", "preprocessor_config.json"):
-        shutil.copyfile(os.path.join(GOLDEN, f), os.path.join(out, f))
+        shutil.copyfile(os.path.join(golden, f), os.path.join(out, f))
     back = torch.load(os.path.join(out, "pytorch_model.bin"))
     assert all(torch.equal(back[k], sd[k]) for k in sd) and list(back) == list(sd)
 
@@ -216,5 +225,8 @@ def hostile():
 
 if __name__ == "__main__":
     tiny()
+    family = os.path.join(GOLDEN, "..", "family")
+    tiny("hubert-tiny", os.path.join(family, "hubert-tiny"))
+    tiny("wavlm-bare", os.path.join(family, "wavlm-tiny"), bare_prefix="wavlm.")
     odd_layouts()
     hostile()
