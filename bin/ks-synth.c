@@ -2,6 +2,7 @@
  * espeak-ng voices, with its two archives. */
 #include "w2v/archive.h"
 #include "w2v/cli.h"
+#include "w2v/config.h"
 #include "w2v/corpus.h"
 #include "w2v/digest.h"
 #include "w2v/fs.h"
@@ -51,6 +52,10 @@ static const char usage[] =
     "  --snr-min DB            lowest speech-to-noise ratio (default 10)\n"
     "  --snr-max DB            highest speech-to-noise ratio (default 40)\n"
     "  --noise-seconds S       length of each _background_noise_ file (default 60)\n"
+    "  --voices LIST           espeak-ng languages the speakers' voices are drawn from,\n"
+    "                          comma-separated, instead of English (en-us, en-gb, ...)\n"
+    "                          with a tenth German, Dutch or Nordic accents: e.g.\n"
+    "                          fr,es,it,pl for voices a default corpus never has\n"
     "  -j, --jobs N            worker threads (default: the cores available)\n"
     "  --quiet                 no summary on stderr\n"
     "  --progress              progress bar even when stderr is not a terminal\n"
@@ -59,7 +64,7 @@ static const char usage[] =
 
 enum {
     OPT_SEED = 1, OPT_SPEAKERS, OPT_PER_WORD, OPT_UNKNOWN_PER_WORD, OPT_WORDS, OPT_UNKNOWN_WORDS,
-    OPT_SNR_MIN, OPT_SNR_MAX, OPT_NOISE_SECONDS,
+    OPT_SNR_MIN, OPT_SNR_MAX, OPT_NOISE_SECONDS, OPT_VOICES,
 };
 
 #define RATE 16000
@@ -319,8 +324,8 @@ static const char *const english_voices[] = {"en-us", "en-gb", "en-gb-x-rp", "en
 static const char *const accent_voices[] = {"de", "nl", "af", "sv", "da", "nb"};
 
 typedef struct {
-    char **english, **accent, **variants; /* those this espeak-ng has */
-    int nenglish, naccent, nvariants;
+    char **languages, **accent, **variants; /* those this espeak-ng has */
+    int nlanguages, naccent, nvariants;
     int rate; /* the synthesizer's sample rate */
 } voices;
 
@@ -360,18 +365,35 @@ static int usable(char **out, const char *const *names, int n, const char *prefi
     return k;
 }
 
-static voices voices_open(void)
+/* The languages speakers draw from: English with a tenth accents, or those
+ * of --voices (chosen, comma-separated), each of which must load. */
+static voices voices_open(const char *chosen)
 {
     voices v = {0};
     v.rate = espeak_Initialize(AUDIO_OUTPUT_SYNCHRONOUS, 0, NULL, espeakINITIALIZE_DONT_EXIT);
     if (v.rate <= 0) w2v_die("espeak-ng: cannot initialise (is espeak-ng-data installed?)");
     espeak_SetSynthCallback(on_synth);
-    int ne = sizeof english_voices / sizeof *english_voices, na = sizeof accent_voices / sizeof *accent_voices;
-    v.english = must(calloc((size_t)ne, sizeof *v.english));
-    v.accent = must(calloc((size_t)na, sizeof *v.accent));
-    v.nenglish = usable(v.english, english_voices, ne, "");
-    v.naccent = usable(v.accent, accent_voices, na, "");
-    if (v.nenglish == 0) w2v_die("espeak-ng: no English voice found");
+    if (chosen) {
+        char **names;
+        int n = w2v_labels_parse(chosen, &names, NULL, 0);
+        if (n < 1) w2v_usage_error("--voices: give espeak-ng language names, comma-separated, each once");
+        for (int i = 0; i < n; i++) {
+            if (strchr(names[i], '+'))
+                w2v_usage_error("--voices: '%s': give a language alone (variants are drawn)", names[i]);
+            if (espeak_SetVoiceByName(names[i]) != EE_OK)
+                w2v_usage_error("--voices: espeak-ng has no voice '%s' (a language name of espeak-ng-data, "
+                                "such as fr)", names[i]);
+        }
+        v.languages = names;
+        v.nlanguages = n;
+    } else {
+        int ne = sizeof english_voices / sizeof *english_voices, na = sizeof accent_voices / sizeof *accent_voices;
+        v.languages = must(calloc((size_t)ne, sizeof *v.languages));
+        v.accent = must(calloc((size_t)na, sizeof *v.accent));
+        v.nlanguages = usable(v.languages, english_voices, ne, "");
+        v.naccent = usable(v.accent, accent_voices, na, "");
+        if (v.nlanguages == 0) w2v_die("espeak-ng: no English voice found");
+    }
     /* Variants (voices/!v) in name order: the directory order varies. */
     espeak_VOICE spec = {.languages = "variant"};
     const espeak_VOICE **list = espeak_ListVoices(&spec);
@@ -385,7 +407,7 @@ static voices voices_open(void)
     qsort(ids, (size_t)nv, sizeof *ids, by_name);
     v.variants = must(calloc((size_t)nv + 1, sizeof *v.variants));
     char prefix[80];
-    snprintf(prefix, sizeof prefix, "%s+", v.english[0]);
+    snprintf(prefix, sizeof prefix, "%s+", v.languages[0]);
     v.nvariants = usable(v.variants, (const char *const *)ids, nv, prefix);
     for (int i = 0; i < nv; i++) free(ids[i]);
     free(ids);
@@ -408,7 +430,7 @@ static void speaker_draw(speaker *sp, const voices *v, uint64_t seed, int index)
 {
     rng r = rng_for(seed, STREAM_SPEAKER, (uint64_t)index, 0);
     const char *lang = v->naccent && uniform(&r, 0, 1) < 0.1 ? v->accent[below(&r, v->naccent)]
-                                                              : v->english[below(&r, v->nenglish)];
+                                                              : v->languages[below(&r, v->nlanguages)];
     int variant = below(&r, v->nvariants + 1); /* the last: the language's own voice */
     if (variant < v->nvariants) snprintf(sp->voice, sizeof sp->voice, "%s+%s", lang, v->variants[variant]);
     else snprintf(sp->voice, sizeof sp->voice, "%s", lang);
@@ -876,13 +898,14 @@ int main(int argc, char **argv)
         {"snr-min", required_argument, 0, OPT_SNR_MIN},
         {"snr-max", required_argument, 0, OPT_SNR_MAX},
         {"noise-seconds", required_argument, 0, OPT_NOISE_SECONDS},
+        {"voices", required_argument, 0, OPT_VOICES},
         {"jobs", required_argument, 0, W2V_OPT_THREADS},
         {"threads", required_argument, 0, W2V_OPT_THREADS},
         {"quiet", no_argument, 0, W2V_OPT_QUIET},
         {"progress", no_argument, 0, W2V_OPT_PROGRESS},
         {0, 0, 0, 0},
     };
-    const char *output = NULL, *words_arg = default_words, *unknown_arg = default_unknown;
+    const char *output = NULL, *words_arg = default_words, *unknown_arg = default_unknown, *voices_arg = NULL;
     long seed = 1, nspeakers = 300, per_word = 2, unknown_per_word = 1;
     double snr_min = 10, snr_max = 40, noise_seconds = 60;
     int opt;
@@ -901,6 +924,7 @@ int main(int argc, char **argv)
         case OPT_SNR_MIN: snr_min = w2v_parse_double("--snr-min", optarg, -20, 100); break;
         case OPT_SNR_MAX: snr_max = w2v_parse_double("--snr-max", optarg, -20, 100); break;
         case OPT_NOISE_SECONDS: noise_seconds = w2v_parse_double("--noise-seconds", optarg, 1, 3600); break;
+        case OPT_VOICES: voices_arg = optarg; break;
         }
     }
     if (optind < argc) {
@@ -934,7 +958,7 @@ int main(int argc, char **argv)
     make_dir(tmpdir, "_background_noise_");
     for (int w = 0; w < p.nwords; w++) make_dir(tmpdir, p.words[w]);
 
-    p.voices = voices_open();
+    p.voices = voices_open(voices_arg);
     p.speakers = must(calloc((size_t)nspeakers, sizeof *p.speakers));
     for (int i = 0; i < nspeakers; i++) speaker_draw(&p.speakers[i], &p.voices, p.seed, i);
     speaker_ids(p.speakers, (int)nspeakers, p.seed);

@@ -160,6 +160,28 @@ EOF
     assert_equal "$(ls -d empty.* 2> /dev/null)" ""
 }
 
+@test "--voices: speakers draw from the languages given, each of which must exist" {
+    ks-synth --quiet --voices fr,es --speakers 10 --per-word 2 --noise-seconds 2 fr > fr.txt
+    run grep -c -F -f fr.txt "$BATS_FILE_TMPDIR/sums"
+    assert_output 0
+    ks-synth --quiet --voices fr,es --speakers 10 --per-word 2 --noise-seconds 2 -j 1 fr2 > fr2.txt
+    run diff fr.txt fr2.txt
+    assert_success
+    n=$(ls fr/yes | wc -l)
+    [ "$n" -eq 20 ]
+    run ks-synth --voices fr,xx x
+    assert_failure 2
+    assert_output --partial "--voices: espeak-ng has no voice 'xx'"
+    run ks-synth --voices en-us+m3 x
+    assert_failure 2
+    assert_output --partial "give a language alone"
+    run ks-synth --voices fr,,es x
+    assert_failure 2
+    run ks-synth --voices fr,fr x
+    assert_failure 2
+    [ ! -e x ]
+}
+
 @test "usage errors exit 2" {
     run ks-synth
     assert_failure 2
