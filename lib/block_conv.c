@@ -73,13 +73,18 @@ static conv_shape layer_shape(const w2v_config *c, const block_run *r, int l)
     return s;
 }
 
+/* A layer's weight reordered for the products (the first floats of
+ * scratch), then the convolution's own scratch. */
+static long weight_size(const conv_shape *s) { return (long)s->Cout * s->K * (s->Cin / s->G); }
+
 long conv_scratch(const block_run *r)
 {
     const w2v_config *c = r->cfg;
     long most = 0;
     for (int l = 0; l < c->num_conv_layers; l++) {
         conv_shape s = layer_shape(c, r, l);
-        if (conv1d_scratch(&s) > most) most = conv1d_scratch(&s);
+        long n = weight_size(&s) + conv1d_scratch(&s);
+        most = n > most ? n : most;
     }
     return most;
 }
@@ -105,7 +110,8 @@ void conv_forward(const block_run *r, const conv_params *p, conv_acts *a, const 
         conv_shape s = layer_shape(c, r, l);
         long cnt = (long)r->B * s.Tout * s.Cout;
         gemm_mode outer = layer_precision(l);
-        conv1d_forward(a->out[l], x, p->w[l], p->b[l], &s, r->scratch);
+        conv1d_reorder(r->scratch, p->w[l], &s);
+        conv1d_forward(a->out[l], x, r->scratch, p->b[l], &s, r->scratch + weight_size(&s));
         gemm_mode_set(outer);
         /* nn.LayerNorm and nn.GroupNorm here keep torch's default eps */
         if (c->feat_extract_norm_layer)
@@ -147,7 +153,12 @@ void conv_backward(const block_run *r, const conv_params *p, conv_params *g, con
             zero(dx, (long)r->B * s.Tin * s.Cin);
         }
         gemm_mode outer = layer_precision(l);
-        conv1d_backward(dx, g->w[l], g->b[l], dconv, l ? a->act[l - 1] : audio, p->w[l], &s, r->scratch);
+        const float *x = l ? a->act[l - 1] : audio;
+        float *own = r->scratch + weight_size(&s);
+        conv1d_reorder(r->scratch, p->w[l], &s);
+        if (dx) conv1d_backward_data(dx, dconv, r->scratch, &s, own);
+        conv1d_backward_weight(g->w[l], dconv, x, &s, 0, own);
+        if (g->b[l]) column_sum(g->b[l], dconv, (long)r->B * s.Tout, s.Cout);
         gemm_mode_set(outer);
         dact = d->act;
     }

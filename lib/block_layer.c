@@ -143,19 +143,21 @@ void layer_forward(const block_run *r, int i, const layer_params *w, layer_acts 
     }
 }
 
-void layer_backward(const block_run *r, int i, const layer_params *p, layer_params *g, const layer_acts *a,
-                    layer_grads *d, const float *x, float *dx)
+/* The backward comes in two halves, the FFN's and the attention's, each
+ * writing the gradients of one contiguous part of the layer's parameters
+ * (the attention's and ln1, then ff1, ff2 and ln2), so that the caller can
+ * add a shard's gradients half a layer at a time. */
+void layer_ffn_backward(const block_run *r, int i, const layer_params *p, layer_params *g, const layer_acts *a,
+                        layer_grads *d, float *dx)
 {
     const w2v_config *c = r->cfg;
-    int B = r->B, F = r->F, H = c->hidden_size, I = c->intermediate_size, nh = c->num_attention_heads;
-    int BF = B * F, stable = c->do_stable_layer_norm;
+    int BF = r->B * r->F, H = c->hidden_size, I = c->intermediate_size, stable = c->do_stable_layer_norm;
     long n = (long)BF * H, ni = (long)BF * I;
-    float scale = 1.0f / sqrtf((float)(H / nh));
-    const float *xin = stable ? a->ln1 : x, *ffin = stable ? a->ln2 : a->ln1;
+    const float *ffin = stable ? a->ln2 : a->ln1;
     float *dffin = stable ? d->ln2 : d->ln1;
     span_zero(d->all);
 
-    /* the FFN, from d of its output through the residual */
+    /* from d of the layer's output through the residual */
     const float *dres = dx; /* pre-LN: out = res1 + ff2 */
     if (!stable) {
         /* post-LN: out = LN2(ln1 + ff2), and ln1 takes d res2 through the residual */
@@ -167,16 +169,26 @@ void layer_backward(const block_run *r, int i, const layer_params *p, layer_para
     dropout_backward(d->gelu, d->ffa, ni, r->p_act, site_key(r->key, SITE_FF_ACT, i), batch_offset(r, ni));
     gelu_backward(d->ff1, a->ff1, d->gelu, ni);
     linear_backward(dffin, g->ff1_w, g->ff1_b, d->ff1, ffin, p->ff1_w, BF, H, I);
-    if (stable) {
-        /* dx += d through LN2: d res1 */
-        layernorm_backward(dx, g->ln2_w, g->ln2_b, d->ln2, a->res1, p->ln2_w, a->ln2_mean, a->ln2_rstd, BF, H);
-    } else {
-        /* d out has been read: dx starts over as d res1 */
+    /* pre-LN: dx += d through LN2, d res1 */
+    if (stable) layernorm_backward(dx, g->ln2_w, g->ln2_b, d->ln2, a->res1, p->ln2_w, a->ln2_mean, a->ln2_rstd, BF, H);
+}
+
+void layer_attention_backward(const block_run *r, int i, const layer_params *p, layer_params *g, const layer_acts *a,
+                              layer_grads *d, const float *x, float *dx)
+{
+    const w2v_config *c = r->cfg;
+    int B = r->B, F = r->F, H = c->hidden_size, nh = c->num_attention_heads;
+    int BF = B * F, stable = c->do_stable_layer_norm;
+    long n = (long)BF * H;
+    float scale = 1.0f / sqrtf((float)(H / nh));
+    const float *xin = stable ? a->ln1 : x;
+    if (!stable) {
+        /* post-LN: d out has been read, and d->ln1 holds d ln1: dx starts over as d res1 */
         zero(dx, n);
         layernorm_backward(dx, g->ln1_w, g->ln1_b, d->ln1, a->res1, p->ln1_w, a->ln1_mean, a->ln1_rstd, BF, H);
     }
 
-    /* the attention: dx holds d res1, which is d x through the residual */
+    /* dx holds d res1, which is d x through the residual */
     dropout_backward(d->attn, dx, n, r->p_hidden, site_key(r->key, SITE_ATTN_OUT, i), batch_offset(r, n));
     linear_backward(d->ctx, g->o_w, g->o_b, d->attn, a->ctx, p->o_w, BF, H, H);
     attn_bias rb = {r->pos_bias, a->gate, d->bias, d->gate};

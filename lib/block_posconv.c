@@ -13,6 +13,7 @@
 #include "blocks.h"
 
 #include <math.h>
+#include <omp.h>
 
 static int plain(const w2v_config *c) { return c->family == W2V_DATA2VEC_AUDIO; }
 
@@ -59,8 +60,10 @@ void posconv_layout(const block_run *r, arena *ar, posconv_acts *a, arena *gr, p
     int nl = w2v_config_pos_layers(c), H = c->hidden_size;
     long FH = (long)r->F * H, nw = (long)rows(c) * w2v_config_pos_kernel(c);
     a->w = plain(c) ? NULL : arena_take_one(ar, nw);
+    a->dw = plain(c) || r->inference ? NULL : arena_take_one(ar, nw);
     a->unit = plain(c) ? arena_take_one(ar, 2l * H) : NULL;
     for (int l = 0; l < nl; l++) {
+        a->wr[l] = arena_take_one(ar, nw);
         a->pre[l] = arena_take(ar, FH);
         a->norm[l] = plain(c) ? arena_take(ar, FH) : a->pre[l];
         a->norm_mean[l] = plain(c) ? arena_take(ar, r->F) : NULL;
@@ -76,17 +79,18 @@ void posconv_layout(const block_run *r, arena *ar, posconv_acts *a, arena *gr, p
     d->sum = arena_take(gr, FH);
     d->emb = plain(c) ? arena_take(gr, FH) : NULL;
     d->act = plain(c) ? arena_take(gr, FH) : NULL;
-    d->pre = arena_take(gr, FH);
-    d->w = plain(c) ? NULL : arena_take_one(gr, nw);
+    for (int l = 0; l < nl; l++) d->pre[l] = arena_take(gr, FH);
     d->all = arena_span(gr, from);
 }
 
-static conv_shape shape(const w2v_config *c, const block_run *r)
+static conv_shape shape_of(const w2v_config *c, int B, int F)
 {
     int K = w2v_config_pos_kernel(c);
-    conv_shape s = {r->B, r->F, r->F, c->hidden_size, c->hidden_size, K, 1, K / 2, c->num_conv_pos_embedding_groups};
+    conv_shape s = {B, F, F, c->hidden_size, c->hidden_size, K, 1, K / 2, c->num_conv_pos_embedding_groups};
     return s;
 }
+
+static conv_shape shape(const w2v_config *c, const block_run *r) { return shape_of(c, r->B, r->F); }
 
 long posconv_scratch(const block_run *r)
 {
@@ -96,17 +100,14 @@ long posconv_scratch(const block_run *r)
 
 void posconv_weight(const w2v_config *c, const posconv_params *p, posconv_acts *a)
 {
+    conv_shape s = shape_of(c, 0, 0);
     if (!plain(c)) {
         weightnorm_forward(a->w, p->g, p->v[0], rows(c), w2v_config_pos_kernel(c));
+        conv1d_reorder(a->wr[0], a->w, &s);
         return;
     }
+    for (int l = 0; l < w2v_config_pos_layers(c); l++) conv1d_reorder(a->wr[l], p->v[l], &s);
     for (int j = 0; j < c->hidden_size; j++) a->unit[j] = 1, a->unit[c->hidden_size + j] = 0;
-}
-
-/* Layer l's conv weight: the batch's weight-normed one, or the parameter. */
-static const float *conv_weight(const w2v_config *c, const posconv_params *p, const posconv_acts *a, int l)
-{
-    return plain(c) ? p->v[l] : a->w;
 }
 
 void posconv_forward(const block_run *r, const posconv_params *p, posconv_acts *a, const float *x, float *out)
@@ -117,7 +118,7 @@ void posconv_forward(const block_run *r, const posconv_params *p, posconv_acts *
     conv_shape s = shape(c, r);
     const float *in = x;
     for (int l = 0; l < nl; l++) {
-        conv1d_forward(a->pre[l], in, conv_weight(c, p, a, l), p->b[l], &s, r->scratch);
+        conv1d_forward(a->pre[l], in, a->wr[l], p->b[l], &s, r->scratch);
         /* nn.LayerNorm(elementwise_affine=False) keeps torch's default eps */
         if (plain(c))
             layernorm_forward(a->norm[l], a->norm_mean[l], a->norm_rstd[l], a->pre[l], a->unit, a->unit + H, (int)BF, H,
@@ -136,7 +137,7 @@ void posconv_forward(const block_run *r, const posconv_params *p, posconv_acts *
 }
 
 void posconv_backward(const block_run *r, const posconv_params *p, posconv_params *g, const posconv_acts *a,
-                      posconv_grads *d, const float *x, const float *dout, float *dx)
+                      posconv_grads *d, const float *dout, float *dx)
 {
     const w2v_config *c = r->cfg;
     int H = c->hidden_size, nl = w2v_config_pos_layers(c);
@@ -154,25 +155,45 @@ void posconv_backward(const block_run *r, const posconv_params *p, posconv_param
     conv_shape s = shape(c, r);
     const float *demb = d->sum; /* d emb[l] */
     for (int l = nl - 1; l >= 0; l--) {
-        float *dnorm = plain(c) ? d->act : d->pre; /* d norm[l]: d pre[l] where the layer has no LayerNorm */
+        float *dnorm = plain(c) ? d->act : d->pre[l]; /* d norm[l]: d pre[l] where the layer has no LayerNorm */
         zero(dnorm, n);
         gelu_backward(dnorm, a->norm[l], demb, n);
-        if (plain(c)) {
-            zero(d->pre, n);
-            layernorm_backward(d->pre, NULL, NULL, dnorm, a->pre[l], a->unit, a->norm_mean[l], a->norm_rstd[l], (int)BF,
-                               H);
-        }
+        if (plain(c))
+            layernorm_backward(d->pre[l], NULL, NULL, dnorm, a->pre[l], a->unit, a->norm_mean[l], a->norm_rstd[l],
+                               (int)BF, H);
         /* d emb[l] has been read: d->emb now takes d emb[l - 1] */
         float *din = dx;
         if (l > 0) {
             din = d->emb;
             zero(din, n);
         }
-        conv1d_backward(din, plain(c) ? g->v[l] : d->w, g->b[l], d->pre, l ? a->emb[l - 1] : x, conv_weight(c, p, a, l),
-                        &s, r->scratch);
+        conv1d_backward_data(din, d->pre[l], a->wr[l], &s, r->scratch);
+        column_sum(g->b[l], d->pre[l], BF, H);
         demb = d->emb;
     }
-    if (!plain(c)) weightnorm_backward(g->g, g->v[0], d->w, p->g, p->v[0], rows(c), w2v_config_pos_kernel(c));
+}
+
+void posconv_backward_weight(const posconv_shard *sh, int n, const posconv_params *p, posconv_params *g)
+{
+    const w2v_config *c = sh[0].r->cfg;
+    const posconv_acts *batch = sh[0].a; /* the batch's one weight and its gradient */
+    int G = c->num_conv_pos_embedding_groups, K = w2v_config_pos_kernel(c);
+    gemm_mode mode = gemm_mode_get();
+    if (!plain(c)) zero(batch->dw, (long)rows(c) * K);
+    for (int l = 0; l < w2v_config_pos_layers(c); l++) {
+        float *dw = plain(c) ? g->v[l] : batch->dw;
+        #pragma omp parallel for schedule(dynamic) num_threads(n)
+        for (int grp = 0; grp < G; grp++) {
+            gemm_mode outer = gemm_mode_set(mode);
+            float *scratch = sh[omp_get_thread_num()].r->scratch;
+            for (int k = 0; k < n; k++) {
+                conv_shape s = shape(c, sh[k].r);
+                conv1d_backward_weight(dw, sh[k].d->pre[l], l ? sh[k].a->emb[l - 1] : sh[k].x, &s, grp, scratch);
+            }
+            gemm_mode_set(outer);
+        }
+    }
+    if (!plain(c)) weightnorm_backward(g->g, g->v[0], batch->dw, p->g, p->v[0], rows(c), K);
 }
 
 void encoder_norm_forward(const block_run *r, const posconv_params *p, posconv_acts *a, const float *x)

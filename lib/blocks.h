@@ -202,6 +202,8 @@ typedef struct {
 
 typedef struct {
     float *w;           /* [H, H/G, K] the weight-normed conv weight: one for the batch; NULL in data2vec-audio */
+    float *wr[MAXP];    /* [H, K, H/G] each conv's weight reordered for the products (conv1d_reorder): one for the batch */
+    float *dw;          /* [H, H/G, K] training: d w for the whole batch (posconv_backward_weight); NULL in data2vec-audio */
     float *unit;        /* [2H] ones, then zeros: data2vec-audio's LayerNorms' weight and bias, one for the batch */
     float *pre[MAXP];   /* [B, F, H] conv l's output */
     float *norm[MAXP], *norm_mean[MAXP], *norm_rstd[MAXP]; /* data2vec-audio: its LayerNorm's [B, F, H], [B, F],
@@ -217,10 +219,17 @@ typedef struct {
     float *sum;         /* d sum */
     float *emb;         /* data2vec-audio: d emb[l - 1], the input of layer l */
     float *act;         /* data2vec-audio: d norm[l], GELU's input */
-    float *pre;         /* d pre[l] */
-    float *w;           /* [H, H/G, K] d w; NULL in data2vec-audio */
+    float *pre[MAXP];   /* d pre[l], each kept for posconv_backward_weight */
     span all;
 } posconv_grads;
+
+/* A shard's part of the batch, for posconv_backward_weight. */
+typedef struct {
+    const block_run *r;
+    const posconv_acts *a;
+    const posconv_grads *d;
+    const float *x;     /* the block's input */
+} posconv_shard;
 
 void posconv_declare(param_walk *w, posconv_params *p, const w2v_config *c);
 /* weight_g = ||weight_v|| per tap, as torch's weight_norm sets it. */
@@ -231,9 +240,14 @@ long posconv_scratch(const block_run *r);
  * weight_v, or the unit LayerNorm parameters. */
 void posconv_weight(const w2v_config *c, const posconv_params *p, posconv_acts *a);
 void posconv_forward(const block_run *r, const posconv_params *p, posconv_acts *a, const float *x, float *out);
-/* dout = d out; dx = d x. */
+/* dout = d out; dx = d x, and the gradients of every parameter but the
+ * conv weights', which posconv_backward_weight takes for the whole batch. */
 void posconv_backward(const block_run *r, const posconv_params *p, posconv_params *g, const posconv_acts *a,
-                      posconv_grads *d, const float *x, const float *dout, float *dx);
+                      posconv_grads *d, const float *dout, float *dx);
+/* After every shard's posconv_backward: the conv weights' gradients, the
+ * batch's sum taken once (not a weight-sized block per thread: 19 MiB for
+ * wav2vec2-base), the groups in parallel, thread t with shard t's scratch. */
+void posconv_backward_weight(const posconv_shard *sh, int n, const posconv_params *p, posconv_params *g);
 /* Pre-LN's final LayerNorm: x, the last layer's output, to a->final. */
 void encoder_norm_forward(const block_run *r, const posconv_params *p, posconv_acts *a, const float *x);
 void encoder_norm_backward(const block_run *r, const posconv_params *p, posconv_params *g, const posconv_acts *a,
@@ -287,9 +301,15 @@ long layer_scratch(const block_run *r);
  * once per batch (block_run's pos_bias). */
 void layer_bias_forward(const w2v_config *c, const layer_params *first, float *bias, int F);
 void layer_forward(const block_run *r, int i, const layer_params *w, layer_acts *la, const float *x, float *out);
-/* dx: d out on entry, d x on return. */
-void layer_backward(const block_run *r, int i, const layer_params *p, layer_params *g, const layer_acts *a,
-                    layer_grads *d, const float *x, float *dx);
+/* The backward in two halves, each writing one contiguous part of the
+ * layer's parameter gradients: layer_ffn_backward the FFN's (from ff1 to
+ * the end: ff1, ff2, final_layer_norm), then layer_attention_backward the
+ * rest (the attention's and layer_norm).  dx: d out on entry to the first,
+ * d x on return from the second. */
+void layer_ffn_backward(const block_run *r, int i, const layer_params *p, layer_params *g, const layer_acts *a,
+                        layer_grads *d, float *dx);
+void layer_attention_backward(const block_run *r, int i, const layer_params *p, layer_params *g, const layer_acts *a,
+                              layer_grads *d, const float *x, float *dx);
 
 /* ---- block_head.c: the classification head, HF's hidden_states [L + 1]
  * [B, F, H] -> logits [B, N]: weighted layer sum (or the last), projector

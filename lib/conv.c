@@ -3,8 +3,13 @@
  * weight normalisation of the positional conv.
  *
  * Channels-last makes the receptive field of output frame t a run of K
- * input frames, so im2col copies rows; the weight is reordered once per call
- * from torch's [Cout, Cin/G, K] to [Cout, K, Cin/G] to match.
+ * input frames, so im2col copies rows; the products read the weight
+ * reordered from torch's [Cout, Cin/G, K] to [Cout, K, Cin/G] to match
+ * (conv1d_reorder: the caller's, so that a weight every shard reads is
+ * reordered once per batch).  The backward comes in two halves: the data's
+ * gradient, per shard, and the weight's, one group at a time, so that the
+ * positional conv can take its weight's gradient for the whole batch at
+ * once, with groups in parallel, rather than one copy per thread.
  *
  * In bf16 (gemm_mode), the reordered weight is an operand of every GEMM
  * of the call (one per example and slice, or per group): it is declared
@@ -12,17 +17,21 @@
  * once per GEMM. */
 #include "ops.h"
 
+#include <limits.h>
 #include <math.h>
 #include <string.h>
 
-/* Rows of im2col per GEMM: whole examples, up to about this many floats. */
-#define COL_BUDGET (8l << 20)
+/* Rows of im2col per GEMM: whole examples, up to about this many floats
+ * (4 MiB: a shard's scratch, one per thread). */
+#define COL_BUDGET (1l << 20)
 
+/* Examples per im2col chunk: the budget's, whatever the batch, so that a
+ * scratch sized for one shard serves another shard's examples too. */
 static int chunk_examples(const conv_shape *s)
 {
     long per = (long)s->Tout * s->K * (s->Cin / s->G);
-    long nb = per > 0 ? COL_BUDGET / per : s->B;
-    return nb < 1 ? 1 : nb > s->B ? s->B : (int)nb;
+    long nb = per > 0 ? COL_BUDGET / per : 1;
+    return nb < 1 ? 1 : nb > INT_MAX ? INT_MAX : (int)nb;
 }
 
 /* Without padding or groups, im2col is not needed: the receptive field of
@@ -40,11 +49,12 @@ static int slice_width(const conv_shape *s, int j)
     return (taps < s->S ? taps : s->S) * s->Cin;
 }
 
-/* The reordered weight and its gradient, and im2col's columns when needed. */
+/* im2col's columns (or their gradient), and one group's weight gradient
+ * in the products' order. */
 long conv1d_scratch(const conv_shape *s)
 {
-    long cg = s->Cin / s->G, wsize = (long)s->Cout * s->K * cg;
-    return 2 * wsize + (direct(s) ? 0 : 2 * (long)chunk_examples(s) * s->Tout * s->K * cg);
+    long row = (long)s->K * (s->Cin / s->G);
+    return (direct(s) ? 0 : (long)chunk_examples(s) * s->Tout * row) + (long)(s->Cout / s->G) * row;
 }
 
 /* Declares wr (n floats) the weights of the calling thread's bf16 products
@@ -65,7 +75,7 @@ static void weights_end(gemm_weights *w, gemm_mode outer)
     gemm_weights_free(w);
 }
 
-W2V_HOT static void reorder_weight(float *wr, const float *w, const conv_shape *s)
+W2V_HOT void conv1d_reorder(float *wr, const float *w, const conv_shape *s)
 {
     int cg = s->Cin / s->G;
     #pragma omp parallel for
@@ -112,13 +122,11 @@ W2V_HOT static void col2im(float *dx, const float *dcol, int b0, int nb, int g, 
         }
 }
 
-void conv1d_forward(float *out, const float *x, const float *w, const float *bias, const conv_shape *s,
+void conv1d_forward(float *out, const float *x, const float *wr, const float *bias, const conv_shape *s,
                     float *scratch)
 {
-    int cg = s->Cin / s->G, cgo = s->Cout / s->G, nbmax = chunk_examples(s);
-    long row = (long)s->K * cg;
-    float *wr = scratch, *col = scratch + 2 * (long)s->Cout * row;
-    reorder_weight(wr, w, s);
+    int cgo = s->Cout / s->G, nbmax = chunk_examples(s);
+    long row = (long)s->K * (s->Cin / s->G);
     gemm_mode outer;
     gemm_weights *w16 = weights_begin(wr, (long)s->Cout * row, &outer);
     long n = (long)s->B * s->Tout;
@@ -140,62 +148,69 @@ void conv1d_forward(float *out, const float *x, const float *w, const float *bia
     for (int b0 = 0; b0 < s->B; b0 += nbmax) {
         int nb = s->B - b0 < nbmax ? s->B - b0 : nbmax;
         for (int g = 0; g < s->G; g++) {
-            im2col(col, x, b0, nb, g, s);
-            gemm(0, 1, nb * s->Tout, cgo, (int)row, 1.0f, col, (int)row,
-                        wr + (long)g * cgo * row, (int)row, beta, out + (long)b0 * s->Tout * s->Cout + (long)g * cgo,
-                        s->Cout);
+            im2col(scratch, x, b0, nb, g, s);
+            gemm(0, 1, nb * s->Tout, cgo, (int)row, 1.0f, scratch, (int)row, wr + (long)g * cgo * row, (int)row, beta,
+                 out + (long)b0 * s->Tout * s->Cout + (long)g * cgo, s->Cout);
         }
     }
     weights_end(w16, outer);
 }
 
-void conv1d_backward(float *dx, float *dw, float *dbias, const float *dout, const float *x, const float *w,
-                     const conv_shape *s, float *scratch)
+void conv1d_backward_data(float *dx, const float *dout, const float *wr, const conv_shape *s, float *scratch)
 {
-    int cg = s->Cin / s->G, cgo = s->Cout / s->G, nbmax = chunk_examples(s);
-    long row = (long)s->K * cg, wsize = (long)s->Cout * row;
-    float *wr = scratch, *dwr = scratch + wsize, *col = scratch + 2 * wsize,
-          *dcol = col + (long)nbmax * s->Tout * row;
-    reorder_weight(wr, w, s);
+    int cgo = s->Cout / s->G, nbmax = chunk_examples(s);
+    long row = (long)s->K * (s->Cin / s->G);
     gemm_mode outer;
-    gemm_weights *w16 = weights_begin(wr, wsize, &outer);
-    memset(dwr, 0, (size_t)wsize * sizeof *dwr);
-    if (dbias) column_sum(dbias, dout, (long)s->B * s->Tout, s->Cout);
+    gemm_weights *w16 = weights_begin(wr, (long)s->Cout * row, &outer);
     if (direct(s)) {
         int m = slices(s);
         for (int b = 0; b < s->B; b++)
             for (int j = 0; j < m; j++) {
-                long xo = ((long)b * s->Tin + (long)j * s->S) * s->Cin, wo = (long)j * s->S * s->Cin;
-                int kw = slice_width(s, j);
-                const float *gb = dout + (long)b * s->Tout * s->Cout;
-                if (dw) gemm(1, 0, s->Cout, kw, s->Tout, 1.0f, gb, s->Cout, x + xo, s->S * s->Cin, 1.0f, dwr + wo, (int)row);
-                if (dx) gemm(0, 0, s->Tout, kw, s->Cout, 1.0f, gb, s->Cout, wr + wo, (int)row, 1.0f, dx + xo, s->S * s->Cin);
+                long xo = ((long)b * s->Tin + (long)j * s->S) * s->Cin;
+                gemm(0, 0, s->Tout, slice_width(s, j), s->Cout, 1.0f, dout + (long)b * s->Tout * s->Cout, s->Cout,
+                     wr + (long)j * s->S * s->Cin, (int)row, 1.0f, dx + xo, s->S * s->Cin);
             }
-    } else {
-        for (int b0 = 0; b0 < s->B; b0 += nbmax) {
-            int nb = s->B - b0 < nbmax ? s->B - b0 : nbmax;
-            for (int g = 0; g < s->G; g++) {
-                const float *gb = dout + (long)b0 * s->Tout * s->Cout + (long)g * cgo;
-                if (dw) {
-                    im2col(col, x, b0, nb, g, s);
-                    gemm(1, 0, cgo, (int)row, nb * s->Tout, 1.0f, gb,
-                                s->Cout, col, (int)row, 1.0f, dwr + (long)g * cgo * row, (int)row);
-                }
-                if (dx) {
-                    gemm(0, 0, nb * s->Tout, (int)row, cgo, 1.0f, gb,
-                                s->Cout, wr + (long)g * cgo * row, (int)row, 0.0f, dcol, (int)row);
-                    col2im(dx, dcol, b0, nb, g, s);
-                }
-            }
+        weights_end(w16, outer);
+        return;
+    }
+    for (int b0 = 0; b0 < s->B; b0 += nbmax) {
+        int nb = s->B - b0 < nbmax ? s->B - b0 : nbmax;
+        for (int g = 0; g < s->G; g++) {
+            gemm(0, 0, nb * s->Tout, (int)row, cgo, 1.0f, dout + (long)b0 * s->Tout * s->Cout + (long)g * cgo, s->Cout,
+                 wr + (long)g * cgo * row, (int)row, 0.0f, scratch, (int)row);
+            col2im(dx, scratch, b0, nb, g, s);
         }
     }
     weights_end(w16, outer);
-    if (dw) {
-        #pragma omp parallel for
-        for (int o = 0; o < s->Cout; o++)
-            for (int c = 0; c < cg; c++)
-                for (int k = 0; k < s->K; k++) dw[((long)o * cg + c) * s->K + k] += dwr[((long)o * s->K + k) * cg + c];
+}
+
+void conv1d_backward_weight(float *dw, const float *dout, const float *x, const conv_shape *s, int g, float *scratch)
+{
+    int cg = s->Cin / s->G, cgo = s->Cout / s->G, nbmax = chunk_examples(s);
+    long row = (long)s->K * cg;
+    float *col = scratch, *dwr = scratch + (direct(s) ? 0 : (long)nbmax * s->Tout * row);
+    memset(dwr, 0, (size_t)cgo * row * sizeof *dwr);
+    if (direct(s)) {
+        int m = slices(s);
+        for (int b = 0; b < s->B; b++)
+            for (int j = 0; j < m; j++)
+                gemm(1, 0, s->Cout, slice_width(s, j), s->Tout, 1.0f, dout + (long)b * s->Tout * s->Cout, s->Cout,
+                     x + ((long)b * s->Tin + (long)j * s->S) * s->Cin, s->S * s->Cin, 1.0f, dwr + (long)j * s->S * s->Cin,
+                     (int)row);
+    } else {
+        for (int b0 = 0; b0 < s->B; b0 += nbmax) {
+            int nb = s->B - b0 < nbmax ? s->B - b0 : nbmax;
+            im2col(col, x, b0, nb, g, s);
+            gemm(1, 0, cgo, (int)row, nb * s->Tout, 1.0f, dout + (long)b0 * s->Tout * s->Cout + (long)g * cgo, s->Cout,
+                 col, (int)row, 1.0f, dwr, (int)row);
+        }
     }
+    /* back to torch's order, group g's rows */
+    #pragma omp parallel for
+    for (int o = g * cgo; o < (g + 1) * cgo; o++)
+        for (int c = 0; c < cg; c++)
+            for (int k = 0; k < s->K; k++)
+                dw[((long)o * cg + c) * s->K + k] += dwr[((long)(o - g * cgo) * s->K + k) * cg + c];
 }
 
 /* Sums over the rows of [rows, K] per column k, row by row (the tensor's

@@ -70,8 +70,8 @@ typedef struct {
 /* One thread's share of a batch (data parallelism): a run of examples
  * taken through the whole model by one thread, with single-threaded
  * operations inside, its own scratch and activation gradients, and, after
- * the first shard, its own parameter-gradient block, added to the model's
- * as the backward pass goes (see reduce_layer).  On a few cores this beats
+ * the first shard, its own parameter gradients, added to the model's as
+ * the backward pass goes (see ensure_shard_grads).  On a few cores this beats
  * splitting each operation: no thread pool wakes, waits or divides a small
  * GEMM per op. */
 typedef struct {
@@ -107,8 +107,10 @@ struct w2v_model {
     shard *shards;
     int nshards, cap_shards;
     long *layer_from, layer_to; /* [L]: where layer i's parameters start; the end of the last's */
-    int *layer_shards; /* [L]: shards done with layer i's backward (layer_done) */
-    int *layer_added;  /* [L]: layer i's gradients added from every shard */
+    long *unit_from;   /* [2L + 1]: the layers' halves, unit 2i layer i's attention, 2i + 1 its FFN
+                        * (layer_*_backward), unit u from unit_from[u] to unit_from[u + 1] */
+    int *unit_shards;  /* [2L]: shards done with unit u's backward (unit_done) */
+    int *unit_added;   /* [2L]: unit u's gradients added from every shard */
     long rel_from, rel_size; /* WavLM's rel_attn_embed in the block */
     int frozen, training, has_labels;
     int inference;     /* the last forward kept no activations for a backward */
@@ -124,7 +126,8 @@ struct param_walk {
     float *block; /* NULL: views are not set */
     long off;
     int record;   /* append each parameter to m's table */
-    long origin;  /* the offset at block[0] (a layer's buffer of its own) */
+    long origin;  /* the offset at block[0] (a buffer of a part of the block) */
+    long limit;   /* views only for the parameters in [origin, limit); 0: no limit */
 };
 
 void param_add(param_walk *w, float **view, init_kind init, double value, int decay, int fe, int ndim, long s0, long s1,
@@ -152,7 +155,7 @@ void param_add(param_walk *w, float **view, init_kind init, double value, int de
         m->init[i] = init;
         m->init_value[i] = (float)value;
     }
-    if (w->block) *view = w->block + (w->off - w->origin);
+    if (w->block && w->off >= w->origin && (!w->limit || w->off < w->limit)) *view = w->block + (w->off - w->origin);
     /* keep every tensor 16-float aligned for vector loads */
     w->off += (size + 15) / 16 * 16;
 }
@@ -189,8 +192,9 @@ w2v_model *w2v_model_new(const w2v_config *c)
     m->p.layer = xcalloc((size_t)L + 1, sizeof *m->p.layer);
     m->g.layer = xcalloc((size_t)L + 1, sizeof *m->g.layer);
     m->layer_from = xcalloc((size_t)L + 1, sizeof *m->layer_from);
-    m->layer_shards = xcalloc((size_t)L + 1, sizeof *m->layer_shards);
-    m->layer_added = xcalloc((size_t)L + 1, sizeof *m->layer_added);
+    m->unit_from = xcalloc(2 * (size_t)L + 1, sizeof *m->unit_from);
+    m->unit_shards = xcalloc(2 * (size_t)L + 1, sizeof *m->unit_shards);
+    m->unit_added = xcalloc(2 * (size_t)L + 1, sizeof *m->unit_added);
     m->nfloats = walk(m, &m->p, NULL, 1);
     m->block = xalloc_floats((size_t)m->nfloats);
     walk(m, &m->p, m->block, 0);
@@ -199,6 +203,11 @@ w2v_model *w2v_model_new(const w2v_config *c)
         for (int i = 0; i < m->nparams; i++)
             if (m->params[i].offset == m->rel_from) m->rel_size = m->params[i].size;
     }
+    for (int i = 0; i < L; i++) {
+        m->unit_from[2 * i] = m->layer_from[i];
+        m->unit_from[2 * i + 1] = m->p.layer[i].ff1_w - m->block;
+    }
+    m->unit_from[2 * L] = m->layer_to;
     m->skip = xcalloc((size_t)L + 1, sizeof *m->skip);
     m->touched = xcalloc((size_t)m->nparams, 1);
     return m;
@@ -250,8 +259,9 @@ void w2v_model_free(w2v_model *m)
     free(m->skip);
     free(m->touched);
     free(m->layer_from);
-    free(m->layer_shards);
-    free(m->layer_added);
+    free(m->unit_from);
+    free(m->unit_shards);
+    free(m->unit_added);
     free(m->block);
     free(m->grad_block);
     gemm_weights_free(m->mode.weights);
@@ -633,13 +643,15 @@ static void ensure_grad_acts(w2v_model *m, shard *sh)
 }
 
 /* Where a shard's parameter gradients go.  The first shard writes the
- * model's block.  Each other shard writes a layer's gradients into one of
- * two buffers of a layer's size, taken in turn (ring), WavLM's
- * rel_attn_embed, which every layer writes, into one of its own (rel), and
- * the rest (head, positional conv, feature projection and encoder) into a
- * mapped block of the model's size (rest) whose pages cost memory only
- * where written: a frozen encoder's never are.  All of them hold zeros
- * when a backward starts. */
+ * model's block.  Each other shard writes the gradients of a layer's half
+ * (a unit: its FFN's, or its attention's) into one of two buffers of the
+ * largest unit's size, taken in turn (ring), WavLM's rel_attn_embed, which
+ * every layer writes, into one of its own (rel), and the rest (head,
+ * positional conv's bias and LayerNorm, feature projection and encoder)
+ * into a mapped block of the model's size (rest) whose pages cost memory
+ * only where written: a frozen encoder's, and the positional conv
+ * weights' (by_shards), never are.  All of them hold zeros when a
+ * backward starts. */
 static void ensure_shard_grads(w2v_model *m, shard *sh)
 {
     if (sh == &m->shards[0]) {
@@ -648,25 +660,23 @@ static void ensure_shard_grads(w2v_model *m, shard *sh)
     }
     if (sh->rest) return;
     const w2v_config *c = &m->cfg;
-    long layer = 0; /* the largest layer's floats (WavLM's layer 0 has rel_attn_embed too) */
-    for (int i = 0; i < c->num_hidden_layers; i++) {
-        long n = (i + 1 < c->num_hidden_layers ? m->layer_from[i + 1] : m->layer_to) - m->layer_from[i];
-        layer = n > layer ? n : layer;
-    }
+    int L = c->num_hidden_layers;
+    long unit = 0;
+    for (int u = 0; u < 2 * L; u++) unit = m->unit_from[u + 1] - m->unit_from[u] > unit ? m->unit_from[u + 1] - m->unit_from[u] : unit;
     void *p = mmap(NULL, (size_t)m->nfloats * sizeof(float), PROT_READ | PROT_WRITE,
                    MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE, -1, 0);
     sh->rest = p == MAP_FAILED ? xalloc_floats((size_t)m->nfloats) : p;
     sh->rest_mapped = p != MAP_FAILED;
-    for (int k = 0; k < 2; k++) sh->ring[k] = xalloc_floats((size_t)layer);
-    sh->g.layer = xcalloc((size_t)c->num_hidden_layers + 1, sizeof *sh->g.layer);
+    for (int k = 0; k < 2; k++) sh->ring[k] = xalloc_floats((size_t)unit);
+    sh->g.layer = xcalloc((size_t)L + 1, sizeof *sh->g.layer);
     walk(m, &sh->g, sh->rest, 0);
-    for (int i = 0; i < c->num_hidden_layers; i++) {
-        param_walk w = {m, sh->ring[i % 2], m->layer_from[i], 0, m->layer_from[i]};
-        layer_declare(&w, &sh->g.layer[i], c, i);
+    for (int u = 0; u < 2 * L; u++) {
+        param_walk w = {m, sh->ring[u % 2], m->layer_from[u / 2], 0, m->unit_from[u], m->unit_from[u + 1]};
+        layer_declare(&w, &sh->g.layer[u / 2], c, u / 2);
     }
     if (m->rel_size) {
         sh->rel = xalloc_floats((size_t)m->rel_size);
-        for (int i = 0; i < c->num_hidden_layers; i++) sh->g.layer[i].rel_embed = sh->rel;
+        for (int i = 0; i < L; i++) sh->g.layer[i].rel_embed = sh->rel;
     }
 }
 
@@ -688,50 +698,75 @@ static void add_shards(w2v_model *m, long from, long to, float *(*buffer)(shard 
     if (gk != g) free(gk);
 }
 
-static float *ring_of(shard *sh, void *i) { return sh->ring[*(int *)i % 2]; }
+static float *ring_of(shard *sh, void *u) { return sh->ring[*(int *)u % 2]; }
 static float *rest_of(shard *sh, void *from) { return sh->rest + *(long *)from; }
 static float *rel_of(shard *sh, void *ctx) { (void)ctx; return sh->rel; }
 
-/* A shard is about to write layer i's gradients into ring[i % 2]: layer
- * i + 2's, which were there, must have been added first.  A shard waits
- * only when two layers ahead of the slowest. */
-static void layer_start(w2v_model *m, int i)
+/* A shard is about to write unit u's gradients into ring[u % 2]: unit
+ * u + 2's, which were there, must have been added first (the backward
+ * takes the units from the last down).  A shard waits only when a layer
+ * ahead of the slowest. */
+static void unit_start(w2v_model *m, int u)
 {
-    if (m->nshards == 1 || i + 2 >= m->cfg.num_hidden_layers) return;
-    while (!__atomic_load_n(&m->layer_added[i + 2], __ATOMIC_ACQUIRE)) sched_yield();
+    if (m->nshards == 1 || u + 2 >= 2 * m->cfg.num_hidden_layers) return;
+    while (!__atomic_load_n(&m->unit_added[u + 2], __ATOMIC_ACQUIRE)) sched_yield();
 }
 
-/* A shard has done layer i's backward.  The last to finish it adds every
+/* A shard has done unit u's backward.  The last to finish it adds every
  * shard's ring into the model's block and zeroes them, while the others
  * go on: no barrier (on a busy machine, threads that wait for the slowest
  * at every layer lost half the backward's speed).  So a shard holds two
- * layers' gradients, not the model's: 2 x 28 MiB, not 361, for
+ * half layers' gradients, not the model's: 2 x 18 MiB, not 361, for
  * wav2vec2-base. */
-static void layer_done(w2v_model *m, int i)
+static void unit_done(w2v_model *m, int u)
 {
-    if (m->nshards == 1 || __atomic_add_fetch(&m->layer_shards[i], 1, __ATOMIC_ACQ_REL) < m->nshards) return;
-    long from = m->layer_from[i], to = i + 1 < m->cfg.num_hidden_layers ? m->layer_from[i + 1] : m->layer_to;
-    add_shards(m, from, to, ring_of, &i);
-    for (int k = 1; k < m->nshards; k++) memset(m->shards[k].ring[i % 2], 0, (size_t)(to - from) * sizeof(float));
-    __atomic_store_n(&m->layer_added[i], 1, __ATOMIC_RELEASE);
+    if (m->nshards == 1 || __atomic_add_fetch(&m->unit_shards[u], 1, __ATOMIC_ACQ_REL) < m->nshards) return;
+    long from = m->unit_from[u], to = m->unit_from[u + 1];
+    add_shards(m, from, to, ring_of, &u);
+    for (int k = 1; k < m->nshards; k++) memset(m->shards[k].ring[u % 2], 0, (size_t)(to - from) * sizeof(float));
+    __atomic_store_n(&m->unit_added[u], 1, __ATOMIC_RELEASE);
+}
+
+/* Whether the shards write parameter i's gradient: not a frozen
+ * encoder's, nor the positional conv weights' (posconv_backward_weight
+ * takes those for the whole batch). */
+static int by_shards(const w2v_model *m, int i)
+{
+    const w2v_param *p = &m->params[i];
+    const float *at = m->block + p->offset;
+    if (p->feature_encoder && m->frozen) return 0;
+    if (at == m->p.pos.g) return 0;
+    for (int l = 0; l < W2V_MAX_POS_LAYERS; l++)
+        if (at == m->p.pos.v[l]) return 0;
+    return 1;
 }
 
 /* After every shard's backward: their other gradients added, and zeroed
- * where written (a frozen encoder's pages stay untouched). */
+ * (a rest's pages that no shard writes stay untouched). */
 static void add_rest(w2v_model *m)
 {
-    long ranges[2][2] = {{0, m->layer_from[0]}, {m->layer_to, m->nfloats}};
-    for (int r = 0; r < 2; r++) add_shards(m, ranges[r][0], ranges[r][1], rest_of, &ranges[r][0]);
-    if (m->rel_size) add_shards(m, m->rel_from, m->rel_from + m->rel_size, rel_of, NULL);
-    for (int k = 1; k < m->nshards; k++) {
-        shard *sh = &m->shards[k];
-        for (int i = 0; i < m->nparams; i++) {
-            const w2v_param *p = &m->params[i];
-            int in_layer = p->offset >= m->layer_from[0] && p->offset < m->layer_to;
-            if (!in_layer && !(p->feature_encoder && m->frozen)) memset(sh->rest + p->offset, 0, (size_t)p->size * sizeof(float));
-        }
-        if (sh->rel) memset(sh->rel, 0, (size_t)m->rel_size * sizeof(float));
+    for (int i = 0; i < m->nparams; i++) {
+        const w2v_param *p = &m->params[i];
+        long from = p->offset;
+        if ((from >= m->layer_from[0] && from < m->layer_to) || !by_shards(m, i)) continue;
+        add_shards(m, from, from + p->size, rest_of, &from);
+        for (int k = 1; k < m->nshards; k++) memset(m->shards[k].rest + from, 0, (size_t)p->size * sizeof(float));
     }
+    if (m->rel_size) {
+        add_shards(m, m->rel_from, m->rel_from + m->rel_size, rel_of, NULL);
+        for (int k = 1; k < m->nshards; k++) memset(m->shards[k].rel, 0, (size_t)m->rel_size * sizeof(float));
+    }
+}
+
+/* The positional conv weights' gradients, for the whole batch at once. */
+static void posconv_weight_backward(w2v_model *m)
+{
+    posconv_shard sh[m->nshards];
+    for (int k = 0; k < m->nshards; k++)
+        sh[k] = (posconv_shard){&m->shards[k].run, &m->shards[k].a.pos, &m->shards[k].d.pos, m->shards[k].a.fp.enc_in};
+    gemm_mode outer = gemm_mode_set(m->mode);
+    posconv_backward_weight(sh, m->nshards, &m->p.pos, &m->g.pos);
+    gemm_mode_set(outer);
 }
 
 /* A shard's examples from d loss / d logits back to the parameters: the
@@ -756,14 +791,18 @@ static void shard_backward(w2v_model *m, shard *sh)
     else
         memcpy(d->hidden, d->head.hs[L], (size_t)nh * sizeof(float));
     for (int i = L - 1; i >= 0; i--) {
-        layer_start(m, i);
+        unit_start(m, 2 * i + 1);
+        if (!m->skip[i]) layer_ffn_backward(r, i, &p->layer[i], &g->layer[i], &a->layer[i], &d->layer, d->hidden);
+        unit_done(m, 2 * i + 1);
+        unit_start(m, 2 * i);
         if (!m->skip[i])
-            layer_backward(r, i, &p->layer[i], &g->layer[i], &a->layer[i], &d->layer, a->hidden[i], d->hidden);
+            layer_attention_backward(r, i, &p->layer[i], &g->layer[i], &a->layer[i], &d->layer, a->hidden[i],
+                                     d->hidden);
+        unit_done(m, 2 * i);
         if (c->use_weighted_layer_sum)
             for (long j = 0; j < nh; j++) d->hidden[j] += d->head.hs[i][j];
-        layer_done(m, i);
     }
-    posconv_backward(r, &p->pos, &g->pos, &a->pos, &d->pos, a->fp.enc_in, d->hidden, d->enc_in);
+    posconv_backward(r, &p->pos, &g->pos, &a->pos, &d->pos, d->hidden, d->enc_in);
     featproj_backward(r, &p->fp, &g->fp, &a->fp, &d->fp, a->conv.act[c->num_conv_layers - 1], d->enc_in,
                       m->frozen ? NULL : d->features);
     if (!m->frozen) conv_backward(r, &p->conv, &g->conv, &a->conv, &d->conv, a->input, d->features);
@@ -781,15 +820,14 @@ void w2v_model_backward(w2v_model *m, float scale)
     crossentropy_backward(h->dlogits, h->probs, m->labels, m->B, n);
     if (scale != 1.0f)
         for (long j = 0; j < (long)m->B * n; j++) h->dlogits[j] *= scale;
-    if (m->nshards == 1) {
-        shard_backward(m, &m->shards[0]);
-        return;
+    if (m->nshards > 1) {
+        memset(m->unit_shards, 0, 2 * (size_t)m->cfg.num_hidden_layers * sizeof *m->unit_shards);
+        memset(m->unit_added, 0, 2 * (size_t)m->cfg.num_hidden_layers * sizeof *m->unit_added);
     }
-    memset(m->layer_shards, 0, (size_t)m->cfg.num_hidden_layers * sizeof *m->layer_shards);
-    memset(m->layer_added, 0, (size_t)m->cfg.num_hidden_layers * sizeof *m->layer_added);
     each_shard(m, shard_backward);
-    /* the rest: the parameters before the layers' and after them */
-    add_rest(m);
+    posconv_weight_backward(m);
+    /* the shards' other gradients: the parameters before the layers' and after them */
+    if (m->nshards > 1) add_rest(m);
 }
 
 /* ---- inspection ---- */

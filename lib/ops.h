@@ -108,18 +108,22 @@ void dropout_backward(float *dx, const float *dout, long n, float p, uint64_t ke
 void residual_forward(float *out, const float *a, const float *b, long n);
 
 /* ---- conv.c ---- */
-/* Grouped 1-D convolution, channels-last: x [B, Tin, Cin], w as torch stores
- * it [Cout, Cin/G, K], bias [Cout] or NULL, out [B, Tout, Cout] with
- * out[t] reading x[t*S - P + k], zeros outside.  scratch holds
- * conv1d_scratch() floats. */
+/* Grouped 1-D convolution, channels-last: x [B, Tin, Cin], bias [Cout] or
+ * NULL, out [B, Tout, Cout] with out[t] reading x[t*S - P + k], zeros
+ * outside; the weight as torch stores it is w [Cout, Cin/G, K], which
+ * conv1d_reorder() turns into wr [Cout, K, Cin/G], what the products read.
+ * scratch holds conv1d_scratch() floats. */
 typedef struct {
     int B, Tin, Tout, Cin, Cout, K, S, P, G;
 } conv_shape;
 long conv1d_scratch(const conv_shape *s);
-void conv1d_forward(float *out, const float *x, const float *w, const float *bias, const conv_shape *s,
+void conv1d_reorder(float *wr, const float *w, const conv_shape *s);
+void conv1d_forward(float *out, const float *x, const float *wr, const float *bias, const conv_shape *s,
                     float *scratch);
-void conv1d_backward(float *dx, float *dw, float *dbias, const float *dout, const float *x, const float *w,
-                     const conv_shape *s, float *scratch);
+/* dx += d x from dout = d out (the bias's gradient is column_sum's). */
+void conv1d_backward_data(float *dx, const float *dout, const float *wr, const conv_shape *s, float *scratch);
+/* dw (torch's order) += group g's rows of d w, from these examples. */
+void conv1d_backward_weight(float *dw, const float *dout, const float *x, const conv_shape *s, int g, float *scratch);
 /* Weight normalisation over dim 2 (one norm per tap k, over output and
  * input channels): w[:, :, k] = g[k] v[:, :, k] / ||v[:, :, k]||. */
 void weightnorm_forward(float *w, const float *g, const float *v, int rows, int K);

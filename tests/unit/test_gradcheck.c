@@ -171,15 +171,23 @@ static void test_elementwise(void)
 }
 
 /* ---- convolutions ---- */
-typedef struct { float *out, *x, *w, *b, *scratch; conv_shape s; } conv_ctx;
-static void conv_fwd(void *p) { conv_ctx *c = p; conv1d_forward(c->out, c->x, c->w, c->b, &c->s, c->scratch); }
+typedef struct { float *out, *x, *w, *wr, *b, *scratch; conv_shape s; } conv_ctx;
+static void conv_fwd(void *p)
+{
+    conv_ctx *c = p;
+    conv1d_reorder(c->wr, c->w, &c->s);
+    conv1d_forward(c->out, c->x, c->wr, c->b, &c->s, c->scratch);
+}
 
 static void test_conv(const char *name, conv_shape s)
 {
     long nx = (long)s.B * s.Tin * s.Cin, no = (long)s.B * s.Tout * s.Cout, nw = (long)s.Cout * (s.Cin / s.G) * s.K;
-    conv_ctx c = {zeros(no), randn(nx, 1), randn(nw, 0.5f), randn(s.Cout, 0.5f), zeros(conv1d_scratch(&s)), s};
+    conv_ctx c = {zeros(no), randn(nx, 1), randn(nw, 0.5f), zeros(nw), randn(s.Cout, 0.5f), zeros(conv1d_scratch(&s)), s};
     float *r = randn(no, 1), *dx = zeros(nx), *dw = zeros(nw), *db = zeros(s.Cout);
-    conv1d_backward(dx, dw, db, r, c.x, c.w, &c.s, c.scratch);
+    conv1d_reorder(c.wr, c.w, &s);
+    conv1d_backward_data(dx, r, c.wr, &s, c.scratch);
+    for (int g = 0; g < s.G; g++) conv1d_backward_weight(dw, r, c.x, &s, g, c.scratch);
+    column_sum(db, r, (long)s.B * s.Tout, s.Cout);
     op_check oc = {name, conv_fwd, &c, c.out, r, no};
     check_input(&oc, "x", c.x, dx, nx, 1e-2f, 1e-4);
     check_input(&oc, "w", c.w, dw, nw, 1e-2f, 1e-4);
