@@ -5,6 +5,7 @@
 #include "w2v/model.h"
 #include "w2v/optim.h"
 
+#include <math.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -35,6 +36,19 @@ static void check_case(const char *cname)
     o.warmup_steps = 1;
     o.total_steps = 10;
     w2v_optim *opt = w2v_optim_new(m, &o);
+    /* The parameters are held to 3e-6 plus what Adam makes of the
+     * gradient's float32 rounding.  An element's update, about
+     * lr g / (|g| + eps) with g its clipped gradient, changes by
+     * lr eps dg / (|g| + eps)^2 when g is off by dg: negligible unless |g|
+     * is near eps.  dg is measured at step 1, against HF's gradient in
+     * expected.safetensors (the same forward), and taken as it for the
+     * later steps.  It matters for one element: wavlm-tiny's
+     * feature_projection.projection.weight [21, 13], g = -9.43e-9 in
+     * float64 (an independent PyTorch model, bench/torch_w2v.py), -9.36e-9
+     * in HF's float32, -9.57e-9 here: 2.5e4 times dg at lr 1e-3, 5.6e-6
+     * after a step. */
+    float *dg = calloc((size_t)count + 1, sizeof *dg);
+    double *extra = calloc((size_t)count + 1, sizeof *extra);
     for (int k = 1; k <= 3; k++) {
         char name[160];
         w2v_run run = {1, 0, (uint64_t)k, -1};
@@ -43,6 +57,23 @@ static void check_case(const char *cname)
         w2v_model_backward(m, 1.0f);
         double lr;
         float norm = w2v_optim_step(opt, m, &lr);
+        const float *grad = w2v_model_grads(m, NULL);
+        float coef = o.max_grad_norm > 0 && norm > o.max_grad_norm ? (float)(o.max_grad_norm / (norm + 1e-6)) : 1.0f;
+        for (int i = 0; i < w2v_model_num_params(m) && k == 1; i++) {
+            const w2v_param *p = w2v_model_param(m, i);
+            snprintf(name, sizeof name, "grad.%s", p->name);
+            size_t n;
+            float *want = golden_f32(g.ex, name, &n);
+            for (size_t j = 0; want && n == (size_t)p->size && j < n; j++)
+                dg[p->offset + (long)j] = fabsf(grad[p->offset + (long)j] - want[j]);
+            free(want);
+        }
+        long nextra = 0;
+        for (long j = 0; j < count; j++) {
+            double gj = fabs((double)grad[j] * coef);
+            extra[j] += lr * o.eps * coef * dg[j] / ((gj + o.eps) * (gj + o.eps));
+            nextra += extra[j] > 1e-6;
+        }
         snprintf(name, sizeof name, "loss.step%d", k);
         float *want = golden_f32(st, name, NULL);
         CHECK(fabsf(loss - *want) <= 1e-5f, "%s: %s %.8f vs %.8f", cname, name, loss, *want);
@@ -66,15 +97,22 @@ static void check_case(const char *cname)
             const float *ours = w2v_model_params(m, NULL) + p->offset;
             CHECK(wp && n == (size_t)p->size, "%s: %s missing", cname, name);
             if (!wp) continue;
-            double d = max_abs_diff(ours, wp, n, NULL);
+            double d = 0, dtol = 0;
+            for (size_t j = 0; j < n; j++) {
+                double e = fabs((double)ours[j] - wp[j]), tol = 3e-6 + extra[p->offset + (long)j];
+                d = e > d ? e : d;
+                dtol = e / tol > dtol ? e / tol : dtol;
+            }
             worst = d > worst ? d : worst;
-            CHECK(d <= 3e-6, "%s: %s: max |diff| %.3g", cname, name, d);
+            CHECK(dtol <= 1, "%s: %s: max |diff| %.3g, %.3g of its tolerance", cname, name, d, dtol);
             if (!w2v_model_param_has_grad(m, i))
                 CHECK(!memcmp(ours, initial + p->offset, n * sizeof *ours), "%s: %s moved without a gradient", cname, name);
             free(wp);
         }
-        printf("  parameters: max |diff| %.2e\n", worst);
+        printf("  parameters: max |diff| %.2e; %ld elements allowed more than 4e-6\n", worst, nextra);
     }
+    free(dg);
+    free(extra);
     w2v_optim_free(opt);
     free(initial);
     w2v_st_close(st);
@@ -84,17 +122,6 @@ static void check_case(const char *cname)
 int main(void)
 {
     for (int i = 0; i < GOLDEN_NCASES; i++) {
-        /* Not yet: wavlm-tiny's steps 2 and 3 miss by 5.6e-6 (the check
-         * allows 3e-6) on one element, feature_projection.projection.weight
-         * [21, 13], whose gradient is near Adam's eps, where the update's
-         * size turns on the gradient's rounding: -9.43e-9 in float64 (an
-         * independent PyTorch model, bench/torch_w2v.py), -9.36e-9 in HF's
-         * float32, -9.57e-9 here, -9.33e-9 in that PyTorch model's float32.
-         * Every other parameter matches to 3e-6.  Open in issue 16. */
-        if (!strcmp(golden_cases[i], "family/wavlm-tiny")) {
-            printf("%s: the Trainer steps are not compared (see test_golden_steps.c)\n", golden_cases[i]);
-            continue;
-        }
         check_case(golden_cases[i]);
     }
     return unit_finish("test_golden_steps");
