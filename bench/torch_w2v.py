@@ -1,18 +1,21 @@
 #!/usr/bin/python3
 """torch_w2v: Wav2Vec2ForSequenceClassification in plain torch.nn, timed the
-way bench/w2v-bench times libw2v, for a side-by-side benchmark; HuBERT's and
-WavLM's (config.json's model_type: the HuBERT feature projection without its
-LayerNorm, WavLM's gated relative position bias) too, not data2vec-audio's.
+way bench/w2v-bench times libw2v, for a side-by-side benchmark; HuBERT's,
+data2vec-audio's and WavLM's too (config.json's model_type: the HuBERT
+feature projection without its LayerNorm; data2vec-audio's LayerNorm in
+every conv layer and its stack of plain positional convs; WavLM's gated
+relative position bias).
 
 The model is built from torch.nn layers (transformers is not needed) with
 Hugging Face's parameter names, so a transformers checkpoint loads into it
 with load_state_dict(strict=True) and the parameter count can be compared
 exactly with the C model's.  What it computes is HF's math as
 ../shared/golden/README.md describes it ("What a re-implementation must
-match"), without attention masks and without SpecAugment: the benchmark
-leaves SpecAugment out on both sides (masked_spec_embed still exists, as in
-facebook/wav2vec2-base, so the counts agree).  --verify-golden checks the
-forward pass and every gradient against the golden data.
+match"), without SpecAugment: the benchmark leaves SpecAugment out on both
+sides (masked_spec_embed still exists, as in facebook/wav2vec2-base, so the
+counts agree), and passes no attention mask.  --verify-golden checks the
+forward pass and every gradient against the golden data (with the case's
+attention mask where it has one).
 
 torch 1.13's CPU GELU backward returns garbage when the incoming gradient is
 a transposed view of a contiguous forward input (pytorch/pytorch#112006), as
@@ -56,8 +59,9 @@ BASE = {
     "attention_dropout": 0.1, "activation_dropout": 0.0, "feat_proj_dropout": 0.1, "layerdrop": 0.0,
     "mask_time_prob": 0.05, "mask_feature_prob": 0.0, "initializer_range": 0.02, "num_labels": 12,
     "model_type": "wav2vec2", "feat_proj_layer_norm": True, "num_buckets": 320, "max_bucket_distance": 800,
+    "conv_pos_kernel_size": 19,
 }
-PREFIX = {"wav2vec2": "wav2vec2", "hubert": "hubert", "wavlm": "wavlm"}
+PREFIX = {"wav2vec2": "wav2vec2", "hubert": "hubert", "wavlm": "wavlm", "data2vec-audio": "data2vec_audio"}
 MODES = ("infer", "train", "train-frozen")
 
 
@@ -84,7 +88,7 @@ class ConvLayer(nn.Module):
         cin = c["conv_dim"][i - 1] if i else 1
         cout = c["conv_dim"][i]
         self.conv = nn.Conv1d(cin, cout, c["conv_kernel"][i], stride=c["conv_stride"][i], bias=c["conv_bias"])
-        self.channels_last_norm = c["feat_extract_norm"] == "layer"
+        self.channels_last_norm = c["feat_extract_norm"] == "layer" or c["model_type"] == "data2vec-audio"
         if self.channels_last_norm:
             self.layer_norm = nn.LayerNorm(cout)  # eps 1e-5 whatever the config says, as HF
         elif i == 0:
@@ -143,6 +147,37 @@ class PositionalConvEmbedding(nn.Module):
         return gelu(x).transpose(1, 2)
 
 
+class PlainPositionalConvLayer(nn.Module):
+    """data2vec-audio's: a grouped conv, a LayerNorm without weight and bias, GELU."""
+
+    def __init__(self, c):
+        super().__init__()
+        H, K = c["hidden_size"], c["conv_pos_kernel_size"]
+        self.conv = nn.Conv1d(H, H, K, padding=K // 2, groups=c["num_conv_pos_embedding_groups"])
+        self.layer_norm = nn.LayerNorm(H, elementwise_affine=False)
+        self.drop_last = K % 2 == 0
+
+    def forward(self, x):
+        x = self.conv(x)
+        if self.drop_last:
+            x = x[:, :, :-1]
+        return gelu(norm(self.layer_norm, x.transpose(1, 2)).transpose(1, 2))
+
+
+class PlainPositionalConvEmbedding(nn.Module):
+    """data2vec-audio's stack of num_conv_pos_embeddings plain conv layers."""
+
+    def __init__(self, c):
+        super().__init__()
+        self.layers = nn.ModuleList(PlainPositionalConvLayer(c) for _ in range(c["num_conv_pos_embeddings"]))
+
+    def forward(self, x):
+        x = x.transpose(1, 2)
+        for layer in self.layers:
+            x = layer(x)
+        return x.transpose(1, 2)
+
+
 def relpos_bucket(d, num_buckets, max_distance):
     """WavLM's bucket of each relative distance d (key - query): exact up to a
     quarter of the buckets, logarithmic to max_distance, the sign in the upper
@@ -171,8 +206,9 @@ class Attention(nn.Module):
                 self.rel_attn_embed = nn.Embedding(c["num_buckets"], self.heads)
         self.dropout = nn.Dropout(c["attention_dropout"])
 
-    def forward(self, x, bias=None):
-        """x [B, T, H]; WavLM: bias [heads, T, T], None in layer 0, which makes it."""
+    def forward(self, x, bias=None, valid=None):
+        """x [B, T, H]; WavLM: bias [heads, T, T], None in layer 0, which makes
+        it; valid [B, T]: the real frames, or None."""
         B, T, H = x.shape
         split = lambda t: t.view(B, T, self.heads, H // self.heads).transpose(1, 2)
         q = split(self.q_proj(x) * self.scaling)  # scaled after the bias, as HF
@@ -185,6 +221,8 @@ class Attention(nn.Module):
             g = torch.sigmoid(self.gru_rel_pos_linear(split(x)).view(B, self.heads, T, 2, 4).sum(-1))
             gate = g[..., :1] * (g[..., 1:] * self.gru_rel_pos_const - 1.0) + 2.0  # [B, heads, T, 1]
             scores = scores + gate * bias
+        if valid is not None:  # HF's additive mask on padded keys
+            scores = scores + (~valid[:, None, None, :]).float() * torch.finfo(scores.dtype).min
         probs = self.dropout(torch.softmax(scores, dim=-1))
         return self.out_proj((probs @ v).transpose(1, 2).reshape(B, T, H)), bias
 
@@ -213,12 +251,12 @@ class EncoderLayer(nn.Module):
         self.feed_forward = FeedForward(c)
         self.final_layer_norm = nn.LayerNorm(H, eps=c["layer_norm_eps"])
 
-    def forward(self, h, bias):
+    def forward(self, h, bias, valid=None):
         if self.stable:  # pre-LN
-            a, bias = self.attention(norm(self.layer_norm, h), bias)
+            a, bias = self.attention(norm(self.layer_norm, h), bias, valid)
             h = h + self.dropout(a)
             return h + self.feed_forward(norm(self.final_layer_norm, h)), bias
-        a, bias = self.attention(h, bias)
+        a, bias = self.attention(h, bias, valid)
         h = norm(self.layer_norm, h + self.dropout(a))
         return norm(self.final_layer_norm, h + self.feed_forward(h)), bias
 
@@ -228,14 +266,18 @@ class Encoder(nn.Module):
         super().__init__()
         self.stable = c["do_stable_layer_norm"]
         self.layerdrop = c["layerdrop"]
-        self.pos_conv_embed = PositionalConvEmbedding(c)
+        plain = c["model_type"] == "data2vec-audio"
+        self.pos_conv_embed = PlainPositionalConvEmbedding(c) if plain else PositionalConvEmbedding(c)
         self.layer_norm = nn.LayerNorm(c["hidden_size"], eps=c["layer_norm_eps"])
         self.dropout = nn.Dropout(c["hidden_dropout"])
         self.layers = nn.ModuleList(EncoderLayer(c, i == 0) for i in range(c["num_hidden_layers"]))
         self.keep_first = c["model_type"] == "wavlm"  # whose layer 0 makes the bias
 
-    def forward(self, h):
-        """All hidden states, as HF's output_hidden_states."""
+    def forward(self, h, valid=None):
+        """All hidden states, as HF's output_hidden_states; valid [B, T]: the
+        real frames (padded ones are zeroed first), or None."""
+        if valid is not None:
+            h = h * valid[..., None]
         h = h + self.pos_conv_embed(h)
         if not self.stable:
             h = norm(self.layer_norm, h)
@@ -244,7 +286,7 @@ class Encoder(nn.Module):
         for i, layer in enumerate(self.layers):
             # LayerDrop draws for every layer, as HF does
             if not (self.training and torch.rand([]) < self.layerdrop and not (self.keep_first and i == 0)):
-                h, bias = layer(h, bias)
+                h, bias = layer(h, bias, valid)
             states.append(h)
         if self.stable:
             states[-1] = norm(self.layer_norm, h)
@@ -260,8 +302,8 @@ class Backbone(nn.Module):
         self.feature_projection = FeatureProjection(c)
         self.encoder = Encoder(c)
 
-    def forward(self, x):
-        return self.encoder(self.feature_projection(self.feature_extractor(x).transpose(1, 2)))
+    def forward(self, x, valid=None):
+        return self.encoder(self.feature_projection(self.feature_extractor(x).transpose(1, 2)), valid)
 
 
 class Wav2Vec2Classifier(nn.Module):
@@ -271,20 +313,24 @@ class Wav2Vec2Classifier(nn.Module):
         if c["model_type"] not in PREFIX:
             sys.exit("torch_w2v: model_type %s is not implemented here" % c["model_type"])
         self.prefix = PREFIX[c["model_type"]]
-        setattr(self, self.prefix, Backbone(c))  # HF's names: wav2vec2., hubert., wavlm.
+        setattr(self, self.prefix, Backbone(c))  # HF's names: wav2vec2., hubert., data2vec_audio., wavlm.
         if self.weighted:
             self.layer_weights = nn.Parameter(torch.ones(c["num_hidden_layers"] + 1) / (c["num_hidden_layers"] + 1))
         self.projector = nn.Linear(c["hidden_size"], c["classifier_proj_size"])
         self.classifier = nn.Linear(c["classifier_proj_size"], c["num_labels"])
         self.apply(lambda m: init_weights(m, c["initializer_range"]))
 
-    def forward(self, x):
-        states = getattr(self, self.prefix)(x)
+    def forward(self, x, valid=None):
+        """x [B, samples]; valid [B, frames]: the real frames, or None."""
+        states = getattr(self, self.prefix)(x, valid)
         if self.weighted:
             h = (torch.stack(states, -1) * torch.softmax(self.layer_weights, -1)).sum(-1)
         else:
             h = states[-1]
-        return self.classifier(self.projector(h).mean(1))
+        h = self.projector(h)
+        if valid is None:
+            return self.classifier(h.mean(1))
+        return self.classifier((h * valid[..., None]).sum(1) / valid.sum(1, keepdim=True))
 
     def freeze_feature_encoder(self):
         for p in getattr(self, self.prefix).feature_extractor.parameters():
@@ -398,14 +444,18 @@ def verify_golden(d):
     weights, _ = read_safetensors(os.path.join(d, "model.safetensors"))
     model.load_state_dict(weights, strict=True)
     inputs, _ = read_safetensors(os.path.join(d, "inputs.safetensors"))
-    if "attention_mask" in inputs:
-        sys.exit("torch_w2v: %s: attention masks are not implemented here" % d)
+    valid = None
+    if "attention_mask" in inputs:  # frames of each example's real samples, as HF counts them
+        n = torch.cat([inputs["attention_mask"].sum(1), torch.tensor([inputs["input_values"].shape[1]])])
+        for k, st in zip(c["conv_kernel"], c["conv_stride"]):
+            n = torch.div(n - k, st, rounding_mode="floor") + 1
+        valid = n[:-1, None] > torch.arange(int(n[-1]))[None, :]  # [B, frames of the padded length]
     expected, meta = read_safetensors(os.path.join(d, "expected.safetensors"))
     grad_none = set(filter(None, meta.get("grad_none", "").split(",")))
     if any(".feature_extractor." in n for n in grad_none):
         model.freeze_feature_encoder()
     model.train()  # the golden configs have no dropout
-    logits = model(inputs["input_values"])
+    logits = model(inputs["input_values"], valid)
     loss = F.cross_entropy(logits, inputs["labels"])
     loss.backward()
     fails = []
