@@ -73,7 +73,7 @@ static double forward_macs(const w2v_config *c, long T)
     }
     double F = n, H = c->hidden_size, C = c->conv_dim[c->num_conv_layers - 1];
     macs += F * C * H;                                                              /* feature projection */
-    macs += F * H * (H / c->num_conv_pos_embedding_groups) * c->num_conv_pos_embeddings; /* positional conv */
+    macs += F * H * (H / c->num_conv_pos_embedding_groups) * w2v_config_pos_kernel(c) * w2v_config_pos_layers(c); /* positional convs */
     macs += c->num_hidden_layers * F * (4 * H * H + 2 * H * c->intermediate_size + 2 * F * H);
     macs += F * H * c->classifier_proj_size + c->classifier_proj_size * c->num_labels;
     return macs;
