@@ -37,9 +37,14 @@ LEARNING_RATE ?= 3e-3
 WARMUP_RATIO  ?= 0.05
 SEED          ?= 1
 BATCH_OPTS    ?= --balance --crop random
-# No augmentation (AUGMENT_OPTS, ks-augment): none tried raised the test
-# accuracy here, though speed perturbation makes the model hold up far
-# better on faster and slower speech (README: the demo).
+# Augmentation (ks-augment, README: the demo): the corpus's own noise in
+# half the clips at 5-25 dB, shifts of up to 50 ms, speed 0.9-1.1.  It
+# costs 0.6 points on the test split (within a seed's spread) and buys 6
+# points under babble noise training never hears, 16 and 7 on slower and
+# faster speech, 1.5 in other rooms, 0.8 on unseen voices.  AUGMENT_OPTS=
+# trains without it.
+AUGMENT_OPTS  ?= --threads 1 --noise $(NOISE_DIR) --noise-prob 0.5 --snr-db 5,25 --time-shift 50 --speed 0.9,1.1 \
+                 --converter linear
 TRAIN_OPTS    ?= --freeze-feature-encoder --logging-steps 50 --save-total-limit 2
 TITLE         ?= demo: small wav2vec2 from scratch, synthetic speech
 
