@@ -661,8 +661,11 @@ static void ensure_shard_grads(w2v_model *m, shard *sh)
     if (sh->rest) return;
     const w2v_config *c = &m->cfg;
     int L = c->num_hidden_layers;
-    long unit = 0;
-    for (int u = 0; u < 2 * L; u++) unit = m->unit_from[u + 1] - m->unit_from[u] > unit ? m->unit_from[u + 1] - m->unit_from[u] : unit;
+    long unit = 0; /* the largest unit's floats */
+    for (int u = 0; u < 2 * L; u++) {
+        long n = m->unit_from[u + 1] - m->unit_from[u];
+        unit = n > unit ? n : unit;
+    }
     void *p = mmap(NULL, (size_t)m->nfloats * sizeof(float), PROT_READ | PROT_WRITE,
                    MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE, -1, 0);
     sh->rest = p == MAP_FAILED ? xalloc_floats((size_t)m->nfloats) : p;
