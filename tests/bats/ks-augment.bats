@@ -361,14 +361,17 @@ assert abs(np.std(y) - 1) > 0.3, np.std(y)  # not normalised: the tone has ampli
 '
 }
 
-@test "ks-augment: pipelines/ks.mk puts it between ks-batch and w2v-train when AUGMENT_OPTS is set" {
+@test "ks-augment: pipelines/ks.mk puts it between ks-batch and w2v-train when AUGMENT_OPTS is set; the demo sets it" {
     make -n -f "$TOP/pipelines/demo.mk" OUT="$T/d" AUGMENT_OPTS='--speed 0.9,1.1 --noise $(NOISE_DIR)' \
         "$T/d/run/model.safetensors" > plan
     run grep -B1 -A1 "ks-augment" plan
     assert_line --index 0 --partial "train.examples | "
     assert_line --index 1 --partial "ks-augment --quiet --seed 1 --speed 0.9,1.1 --noise $T/d/data/speech_commands_v0.01/_background_noise_ | "
     assert_line --index 2 --partial "w2v-train -m $T/d/init"
-    make -n -f "$TOP/pipelines/demo.mk" OUT="$T/d" "$T/d/run/model.safetensors" > plain
+    # the demo's default: the corpus's noise, shifts and speed; AUGMENT_OPTS= none
+    make -n -f "$TOP/pipelines/demo.mk" OUT="$T/d" "$T/d/run/model.safetensors" > default
+    grep -q -- "ks-augment --quiet --seed 1 --threads 1 --noise $T/d/data/speech_commands_v0.01/_background_noise_ .*--speed 0.9,1.1" default
+    make -n -f "$TOP/pipelines/demo.mk" OUT="$T/d" AUGMENT_OPTS= "$T/d/run/model.safetensors" > plain
     ! grep -q ks-augment plain
 }
 
