@@ -9,6 +9,22 @@
 #include <stdlib.h>
 #include <string.h>
 
+/* dg[j] = |our gradient - HF's| for every element, from the same forward
+ * (expected.safetensors). */
+static void gradient_error(float *dg, w2v_model *m, w2v_safetensors *ex, const float *grad)
+{
+    for (int i = 0; i < w2v_model_num_params(m); i++) {
+        const w2v_param *p = w2v_model_param(m, i);
+        char name[160];
+        snprintf(name, sizeof name, "grad.%s", p->name);
+        size_t n;
+        float *want = golden_f32(ex, name, &n);
+        for (size_t j = 0; want && n == (size_t)p->size && j < n; j++)
+            dg[p->offset + (long)j] = fabsf(grad[p->offset + (long)j] - want[j]);
+        free(want);
+    }
+}
+
 static void check_case(const char *cname)
 {
     golden_case g;
@@ -59,15 +75,7 @@ static void check_case(const char *cname)
         float norm = w2v_optim_step(opt, m, &lr);
         const float *grad = w2v_model_grads(m, NULL);
         float coef = o.max_grad_norm > 0 && norm > o.max_grad_norm ? (float)(o.max_grad_norm / (norm + 1e-6)) : 1.0f;
-        for (int i = 0; i < w2v_model_num_params(m) && k == 1; i++) {
-            const w2v_param *p = w2v_model_param(m, i);
-            snprintf(name, sizeof name, "grad.%s", p->name);
-            size_t n;
-            float *want = golden_f32(g.ex, name, &n);
-            for (size_t j = 0; want && n == (size_t)p->size && j < n; j++)
-                dg[p->offset + (long)j] = fabsf(grad[p->offset + (long)j] - want[j]);
-            free(want);
-        }
+        if (k == 1) gradient_error(dg, m, g.ex, grad);
         long nextra = 0;
         for (long j = 0; j < count; j++) {
             double gj = fabs((double)grad[j] * coef);
