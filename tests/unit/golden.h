@@ -64,6 +64,15 @@ static inline float *golden_f32(w2v_safetensors *st, const char *name, size_t *c
     return x;
 }
 
+/* HF's gradient of parameter p (expected.safetensors' grad.NAME), as
+ * golden_f32 gives it. */
+static inline float *golden_grad(w2v_safetensors *ex, const w2v_param *p, size_t *count)
+{
+    char name[160];
+    snprintf(name, sizeof name, "grad.%s", p->name);
+    return golden_f32(ex, name, count);
+}
+
 static inline int64_t *golden_i64(w2v_safetensors *st, const char *name, size_t *count)
 {
     int i = w2v_st_find(st, name);

@@ -91,18 +91,16 @@ static void check_case(const char *cname)
     const char *worst_name = "";
     for (int i = 0; i < w2v_model_num_params(m); i++) {
         const w2v_param *p = w2v_model_param(m, i);
-        char gname[160];
-        snprintf(gname, sizeof gname, "grad.%s", p->name);
         size_t n;
-        float *want = golden_f32(ex, gname, &n);
-        CHECK(want != NULL && n == (size_t)p->size, "%s: %s missing or of another size", cname, gname);
+        float *want = golden_grad(ex, p, &n);
+        CHECK(want != NULL && n == (size_t)p->size, "%s: grad.%s missing or of another size", cname, p->name);
         if (!want) continue;
         int listed_none = golden_listed(none, p->name);
         CHECK(listed_none == !w2v_model_param_has_grad(m, i), "%s: %s: grad None in HF: %d, here: %d", cname, p->name,
               listed_none, !w2v_model_param_has_grad(m, i));
         double mb, d = max_abs_diff(grads + p->offset, want, n, &mb);
         double tol = strstr(p->name, "k_proj.bias") ? 1e-10 : 1e-4 * mb + 1e-10;
-        CHECK(d <= tol, "%s: %s: max |diff| %.3g exceeds %.3g (max |golden| %.3g)", cname, gname, d, tol, mb);
+        CHECK(d <= tol, "%s: grad.%s: max |diff| %.3g exceeds %.3g (max |golden| %.3g)", cname, p->name, d, tol, mb);
         if (mb > 0 && d / mb > worst && !strstr(p->name, "k_proj.bias")) worst = d / mb, worst_name = p->name;
         free(want);
     }

@@ -15,10 +15,8 @@ static void gradient_error(float *dg, w2v_model *m, w2v_safetensors *ex, const f
 {
     for (int i = 0; i < w2v_model_num_params(m); i++) {
         const w2v_param *p = w2v_model_param(m, i);
-        char name[160];
-        snprintf(name, sizeof name, "grad.%s", p->name);
         size_t n;
-        float *want = golden_f32(ex, name, &n);
+        float *want = golden_grad(ex, p, &n);
         for (size_t j = 0; want && n == (size_t)p->size && j < n; j++)
             dg[p->offset + (long)j] = fabsf(grad[p->offset + (long)j] - want[j]);
         free(want);
