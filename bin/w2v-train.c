@@ -31,6 +31,8 @@ static const char usage[] =
     "On many processes or machines: `... | mpirun -np 4 w2v-train ... --threads 2` (see mpirun(1)):\n"
     "rank 0 reads the stream and hands each rank its part of every batch; the gradients are summed\n"
     "over the ranks each step; rank 0 alone writes.  Options mean what they mean in one process.\n"
+    "--zero-stage 1 splits the optimizer state over the ranks (ZeRO stage 1): each rank keeps and\n"
+    "steps its share of it, and the ranks share the stepped parameters; the results are the same.\n"
     "\n"
     "Options:\n"
     "  -m, --model DIR                 model to start from (a Hugging Face directory)\n"
@@ -56,6 +58,8 @@ static const char usage[] =
     "  --eval FILE                     a batches stream to evaluate at each epoch end (loss, accuracy)\n"
     "  --load-best-model-at-end        the final model is the checkpoint of best eval accuracy\n"
     "  --resume CHECKPOINT             continue a run from OUTDIR/checkpoint-STEP (same stream and options)\n"
+    "  --zero-stage N                  under mpirun: 0, every rank keeps the whole optimizer state;\n"
+    "                                  1, each rank its share of it (ZeRO-1; the same results) [0]\n"
     "  --threads N                     threads [the cores available]\n"
     "  --quiet, --progress             no notes; a progress bar even when stderr is not a terminal\n"
     "  -h, --help                      this text\n"
@@ -63,7 +67,8 @@ static const char usage[] =
 
 enum {
     OPT_LR = 1, OPT_WD, OPT_B1, OPT_B2, OPT_EPS, OPT_SCHED, OPT_WARMUP, OPT_WARMUP_RATIO, OPT_CLIP, OPT_GA,
-    OPT_MAX_STEPS, OPT_FREEZE, OPT_SEED, OPT_LOG, OPT_SAVE, OPT_LIMIT, OPT_EVAL, OPT_BEST, OPT_RESUME, OPT_OVERWRITE, OPT_BF16
+    OPT_MAX_STEPS, OPT_FREEZE, OPT_SEED, OPT_LOG, OPT_SAVE, OPT_LIMIT, OPT_EVAL, OPT_BEST, OPT_RESUME, OPT_OVERWRITE, OPT_BF16,
+    OPT_ZERO
 };
 
 typedef struct {
@@ -130,6 +135,7 @@ static void parse_args(int argc, char **argv, args *a)
         {"resume", required_argument, 0, OPT_RESUME},
         {"overwrite-output-dir", no_argument, 0, OPT_OVERWRITE},
         {"bf16", no_argument, 0, OPT_BF16},
+        {"zero-stage", required_argument, 0, OPT_ZERO},
         {"threads", required_argument, 0, W2V_OPT_THREADS},
         {"quiet", no_argument, 0, W2V_OPT_QUIET},
         {"progress", no_argument, 0, W2V_OPT_PROGRESS},
@@ -169,6 +175,7 @@ static void parse_args(int argc, char **argv, args *a)
         case OPT_RESUME: a->resume = optarg; break;
         case OPT_OVERWRITE: a->overwrite = 1; break;
         case OPT_BF16: a->t.bf16 = 1; break;
+        case OPT_ZERO: a->t.optim.split_state = (int)w2v_parse_long("--zero-stage", optarg, 0, 1); break;
         }
     }
     if (!a->t.outdir) w2v_usage_error("no output directory (-o OUTDIR)");

@@ -2,6 +2,7 @@
  * learning-rate schedules.  Scalars are computed in double as Python does,
  * then applied in float as torch's kernels do. */
 #include "w2v/optim.h"
+#include "w2v/dist.h"
 #include "w2v/safetensors.h"
 #include "internal.h"
 
@@ -13,8 +14,10 @@ struct w2v_optim {
     w2v_optim_opts o;
     long steps;
     long n;
-    float *m, *v;  /* moments, laid out as the parameter block */
-    int64_t *t;    /* per parameter: steps in which it had a gradient */
+    long *bounds;  /* [ranks + 1]: rank r keeps and steps elements [bounds[r], bounds[r + 1]) */
+    long lo, hi;   /* this rank's: the whole block unless the state is split */
+    float *m, *v;  /* moments of block elements [lo, hi) */
+    int64_t *t;    /* per parameter, on every rank: steps in which it had a gradient */
     int nparams;
 };
 
@@ -63,9 +66,22 @@ w2v_optim *w2v_optim_new(w2v_model *m, const w2v_optim_opts *o)
     w2v_optim *opt = xcalloc(1, sizeof *opt);
     opt->o = *o;
     w2v_model_params(m, &opt->n);
-    opt->m = xalloc_floats((size_t)opt->n);
-    opt->v = xalloc_floats((size_t)opt->n);
     opt->nparams = w2v_model_num_params(m);
+    int ranks = o->split_state ? w2v_dist_size() : 1, r = o->split_state ? w2v_dist_rank() : 0;
+    opt->bounds = xmalloc(((size_t)ranks + 1) * sizeof *opt->bounds);
+    /* at the parameters' starts nearest an even split: a rank takes whole
+     * tensors */
+    opt->bounds[0] = 0, opt->bounds[ranks] = opt->n;
+    for (int k = 1, i = 0; k < ranks; k++) {
+        long even = opt->n * k / ranks;
+        while (i < opt->nparams && w2v_model_param(m, i)->offset < even) i++;
+        long past = i < opt->nparams ? w2v_model_param(m, i)->offset : opt->n;
+        long before = i > 0 ? w2v_model_param(m, i - 1)->offset : 0;
+        opt->bounds[k] = past - even <= even - before || before < opt->bounds[k - 1] ? past : before;
+    }
+    opt->lo = opt->bounds[r], opt->hi = opt->bounds[r + 1];
+    opt->m = xalloc_floats((size_t)(opt->hi - opt->lo));
+    opt->v = xalloc_floats((size_t)(opt->hi - opt->lo));
     opt->t = xcalloc((size_t)opt->nparams, sizeof *opt->t);
     return opt;
 }
@@ -73,6 +89,7 @@ w2v_optim *w2v_optim_new(w2v_model *m, const w2v_optim_opts *o)
 void w2v_optim_free(w2v_optim *opt)
 {
     if (!opt) return;
+    free(opt->bounds);
     free(opt->m);
     free(opt->v);
     free(opt->t);
@@ -133,7 +150,9 @@ float w2v_optim_step(w2v_optim *opt, w2v_model *m, double *lr_used)
         float decay = (float)(1.0 - lr * wd), b1 = (float)o->beta1, b2 = (float)o->beta2;
         float a1 = (float)(1.0 - o->beta1), a2 = (float)(1.0 - o->beta2);
         float bc2s = (float)sqrt(bc2), eps = (float)o->eps, step = (float)(-(lr / bc1));
-        float *pv = p + pp->offset, *gv = g + pp->offset, *mv = opt->m + pp->offset, *vv = opt->v + pp->offset;
+        if (pp->offset < opt->lo || pp->offset >= opt->hi) continue; /* another rank's */
+        float *pv = p + pp->offset, *gv = g + pp->offset;
+        float *mv = opt->m + (pp->offset - opt->lo), *vv = opt->v + (pp->offset - opt->lo);
         #pragma omp simd
         for (long j = 0; j < pp->size; j++) {
             float gj = gv[j] * coef;
@@ -148,24 +167,52 @@ float w2v_optim_step(w2v_optim *opt, w2v_model *m, double *lr_used)
     return total_norm;
 }
 
+int w2v_optim_split(const w2v_optim *opt) { return opt->hi - opt->lo < opt->n; }
+
+void w2v_optim_share(w2v_optim *opt, w2v_model *m)
+{
+    if (w2v_optim_split(opt)) w2v_dist_allgather_floats(w2v_model_params(m, NULL), 0, opt->n, opt->bounds);
+}
+
+/* A moment tensor of a checkpoint, gathered from the ranks' parts. */
+typedef struct {
+    const w2v_optim *opt;
+    const float *part;
+    long offset, size;
+} moment_tensor;
+
+static void gather_moment(void *ctx, void *dst)
+{
+    const moment_tensor *mt = ctx;
+    w2v_dist_gather_floats(dst, mt->part, mt->offset, mt->offset + mt->size, mt->opt->bounds, 0);
+}
+
 int w2v_optim_save(const w2v_optim *opt, const w2v_model *m, const char *path, char *err, size_t errlen)
 {
     w2v_st_writer *w = w2v_st_writer_new();
     w2v_st_add_metadata(w, "format", "w2vtools-adamw");
     int64_t one = 1, steps = opt->steps;
     char (*names)[128] = xcalloc((size_t)opt->nparams * 3, sizeof *names);
+    moment_tensor *mt = xcalloc((size_t)opt->nparams * 2, sizeof *mt);
     for (int i = 0; i < opt->nparams; i++) {
         const w2v_param *p = w2v_model_param(m, i);
         snprintf(names[3 * i], 128, "exp_avg.%s", p->name);
         snprintf(names[3 * i + 1], 128, "exp_avg_sq.%s", p->name);
         snprintf(names[3 * i + 2], 128, "step.%s", p->name);
-        w2v_st_add(w, names[3 * i], W2V_ST_F32, p->ndim, p->shape, opt->m + p->offset);
-        w2v_st_add(w, names[3 * i + 1], W2V_ST_F32, p->ndim, p->shape, opt->v + p->offset);
+        for (int k = 0; k < 2; k++) {
+            const float *part = k ? opt->v : opt->m;
+            if (w2v_optim_split(opt)) {
+                mt[2 * i + k] = (moment_tensor){opt, part, p->offset, p->size};
+                w2v_st_add_fill(w, names[3 * i + k], W2V_ST_F32, p->ndim, p->shape, gather_moment, &mt[2 * i + k]);
+            } else
+                w2v_st_add(w, names[3 * i + k], W2V_ST_F32, p->ndim, p->shape, part + p->offset);
+        }
         w2v_st_add(w, names[3 * i + 2], W2V_ST_I64, 1, &one, &opt->t[i]);
     }
     w2v_st_add(w, "scheduler.steps", W2V_ST_I64, 1, &one, &steps);
     int ret = w2v_st_write(w, path, err, errlen);
     w2v_st_writer_free(w);
+    free(mt);
     free(names);
     return ret;
 }
@@ -177,6 +224,7 @@ int w2v_optim_load(w2v_optim *opt, const w2v_model *m, const char *path, char *e
     int ret = 0;
     for (int i = 0; i < opt->nparams && ret == 0; i++) {
         const w2v_param *p = w2v_model_param(m, i);
+        int mine = p->offset >= opt->lo && p->offset < opt->hi;
         char name[128];
         const char *kinds[3] = {"exp_avg", "exp_avg_sq", "step"};
         for (int k = 0; k < 3 && ret == 0; k++) {
@@ -186,8 +234,8 @@ int w2v_optim_load(w2v_optim *opt, const w2v_model *m, const char *path, char *e
             if (!t || (k < 2 && (t->dtype != W2V_ST_F32 || t->count != (size_t)p->size)) ||
                 (k == 2 && (t->dtype != W2V_ST_I64 || t->count != 1)))
                 ret = set_error(err, errlen, "%s: no usable '%s'", path, name);
-            else if (k < 2) w2v_st_to_f32(t, (k ? opt->v : opt->m) + p->offset);
-            else w2v_st_to_i64(t, &opt->t[i]);
+            else if (k < 2 && mine) w2v_st_to_f32(t, (k ? opt->v : opt->m) + (p->offset - opt->lo));
+            else if (k == 2) w2v_st_to_i64(t, &opt->t[i]);
         }
     }
     const w2v_st_tensor *t = w2v_st_tensor_at(st, w2v_st_find(st, "scheduler.steps"));

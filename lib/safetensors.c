@@ -243,6 +243,8 @@ typedef struct {
     int64_t shape[W2V_ST_MAX_DIMS];
     size_t nbytes;
     const void *data;
+    void (*fill)(void *ctx, void *dst); /* or the bytes made when written */
+    void *ctx;
 } entry;
 
 struct w2v_st_writer {
@@ -267,20 +269,34 @@ void w2v_st_writer_free(w2v_st_writer *w)
     free(w);
 }
 
-void w2v_st_add(w2v_st_writer *w, const char *name, w2v_st_dtype dtype, int ndim, const int64_t *shape, const void *data)
+static entry *add_entry(w2v_st_writer *w, const char *name, w2v_st_dtype dtype, int ndim, const int64_t *shape)
 {
     if (w->n == w->cap) {
         w->cap = w->cap ? 2 * w->cap : 64;
         w->e = xrealloc(w->e, (size_t)w->cap * sizeof *w->e);
     }
     entry *e = &w->e[w->n++];
+    memset(e, 0, sizeof *e);
     e->name = xstrdup(name);
     e->dtype = dtype;
     e->ndim = ndim;
     size_t count = 1;
     for (int i = 0; i < ndim; i++) count *= (size_t)(e->shape[i] = shape[i]);
     e->nbytes = count * dtypes[dtype].size;
-    e->data = data;
+    return e;
+}
+
+void w2v_st_add(w2v_st_writer *w, const char *name, w2v_st_dtype dtype, int ndim, const int64_t *shape, const void *data)
+{
+    add_entry(w, name, dtype, ndim, shape)->data = data;
+}
+
+void w2v_st_add_fill(w2v_st_writer *w, const char *name, w2v_st_dtype dtype, int ndim, const int64_t *shape,
+                     void (*fill)(void *ctx, void *dst), void *ctx)
+{
+    entry *e = add_entry(w, name, dtype, ndim, shape);
+    e->fill = fill;
+    e->ctx = ctx;
 }
 
 void w2v_st_add_metadata(w2v_st_writer *w, const char *key, const char *value)
@@ -316,17 +332,26 @@ int w2v_st_write(w2v_st_writer *w, const char *path, char *err, size_t errlen)
     }
     char *header = json_dumps(root, JSON_COMPACT | JSON_PRESERVE_ORDER);
     json_decref(root);
-    size_t hlen = strlen(header), padded = (hlen + 7) / 8 * 8;
+    size_t hlen = strlen(header), padded = (hlen + 7) / 8 * 8, most = 0;
     w2v_atomic_file f;
-    if (w2v_atomic_open(&f, path, err, errlen) < 0) {
-        free(header);
-        return -1;
-    }
+    int ok = path && w2v_atomic_open(&f, path, err, errlen) == 0, opened = ok;
     uint64_t h64 = padded;
-    int ok = fwrite(&h64, 8, 1, f.fp) == 1 && fwrite(header, 1, hlen, f.fp) == hlen;
+    ok = ok && fwrite(&h64, 8, 1, f.fp) == 1 && fwrite(header, 1, hlen, f.fp) == hlen;
     for (size_t i = hlen; ok && i < padded; i++) ok = fputc(' ', f.fp) != EOF;
-    for (int i = 0; ok && i < w->n; i++)
-        ok = w->e[i].nbytes == 0 || fwrite(w->e[i].data, 1, w->e[i].nbytes, f.fp) == w->e[i].nbytes;
+    for (int i = 0; i < w->n; i++)
+        if (w->e[i].fill && w->e[i].nbytes > most) most = w->e[i].nbytes;
+    void *made = most && path ? xmalloc(most) : NULL;
+    /* every fill runs, in file order, whether or not the file is written */
+    int why = ok ? 0 : errno; /* what failed, before a fill changes errno */
+    for (int i = 0; i < w->n; i++) {
+        const entry *e = &w->e[i];
+        if (e->fill) e->fill(e->ctx, made);
+        const void *data = e->fill ? made : e->data;
+        if (ok && e->nbytes && fwrite(data, 1, e->nbytes, f.fp) != e->nbytes) ok = 0, why = errno;
+    }
+    free(made);
     free(header);
-    return w2v_atomic_commit(&f, ok, err, errlen);
+    if (!path) return 0;
+    errno = why;
+    return opened ? w2v_atomic_commit(&f, ok, err, errlen) : -1;
 }

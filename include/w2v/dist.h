@@ -20,6 +20,14 @@ void w2v_dist_finish(void);
 /* Sums x[n] over the ranks, in place, the same on every rank. */
 void w2v_dist_sum_floats(float *x, long n);
 void w2v_dist_sum_doubles(double *x, int n);
+/* An array split over the ranks, rank r owning elements [bounds[r],
+ * bounds[r + 1]) (bounds[0] = 0, bounds[size] = the length).  Allgather:
+ * x is the whole array on every rank, each rank's own part current;
+ * afterwards x[from, to) is current on every rank.  Gather: mine is this
+ * rank's part (element bounds[rank] first); root gets x[from, to) in
+ * all[0, to - from) (the others' all is not used: NULL will do). */
+void w2v_dist_allgather_floats(float *x, long from, long to, const long *bounds);
+void w2v_dist_gather_floats(float *all, const float *mine, long from, long to, const long *bounds, int root);
 /* Rank root's bytes to every rank. */
 void w2v_dist_bcast(void *buf, long bytes, int root);
 

@@ -12,6 +12,7 @@ typedef struct {
     double lr, beta1, beta2, eps, weight_decay, max_grad_norm; /* max_grad_norm <= 0: no clipping */
     w2v_schedule schedule;
     long warmup_steps, total_steps;
+    int split_state; /* over MPI, ZeRO stage 1: each rank keeps and steps 1/N of the moments */
 } w2v_optim_opts;
 
 /* Trainer's defaults: lr 5e-5, betas (0.9, 0.999), eps 1e-8, no weight
@@ -35,8 +36,19 @@ long w2v_optim_steps(const w2v_optim *opt);
  * not before (its step count starts then).  Returns the total gradient
  * norm before clipping; *lr_used gets the learning rate of this step. */
 float w2v_optim_step(w2v_optim *opt, w2v_model *m, double *lr_used);
+/* With split_state under MPI: whether the state is split (a job of more
+ * than one).  Each rank then keeps the moments of its own share of the
+ * tensors and steps those parameters alone, from the whole summed
+ * gradient (the same clipping everywhere), and w2v_optim_share gives every
+ * rank every share (an allgather; a no-op unsplit).  The parameters are
+ * the unsplit optimizer's to the bit. */
+int w2v_optim_split(const w2v_optim *opt);
+void w2v_optim_share(w2v_optim *opt, w2v_model *m);
 /* Optimizer state (moments, step counts, schedule position) in a
- * safetensors file. */
+ * safetensors file, the same split or not.  Split, saving is collective:
+ * every rank calls it, rank 0 with the path, the others with NULL (their
+ * parts are gathered as the file is written).  Loading takes this rank's
+ * part from the whole file. */
 int w2v_optim_save(const w2v_optim *opt, const w2v_model *m, const char *path, char *err, size_t errlen);
 int w2v_optim_load(w2v_optim *opt, const w2v_model *m, const char *path, char *err, size_t errlen);
 

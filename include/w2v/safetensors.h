@@ -48,7 +48,15 @@ w2v_st_writer *w2v_st_writer_new(void);
 void w2v_st_writer_free(w2v_st_writer *w);
 void w2v_st_add(w2v_st_writer *w, const char *name, w2v_st_dtype dtype, int ndim,
                 const int64_t *shape, const void *data);
+/* A tensor whose bytes fill(ctx, dst) makes when the file is written
+ * (dst NULL when nothing is: see w2v_st_write). */
+void w2v_st_add_fill(w2v_st_writer *w, const char *name, w2v_st_dtype dtype, int ndim, const int64_t *shape,
+                     void (*fill)(void *ctx, void *dst), void *ctx);
 void w2v_st_add_metadata(w2v_st_writer *w, const char *key, const char *value);
+/* Every fill runs once, in the same order on any writer with the same
+ * tensors, even when the file cannot be written (fills that are MPI
+ * collectives keep the ranks in step).  path NULL: the fills run and
+ * nothing is written (a rank helping another write). */
 int w2v_st_write(w2v_st_writer *w, const char *path, char *err, size_t errlen);
 
 #endif

@@ -82,7 +82,8 @@ int w2v_trainer_batch(w2v_trainer *t, const w2v_batch *b, float *loss, char *err
 int w2v_trainer_save(w2v_trainer *t, const char **path, char *err, size_t errlen);
 
 /* The end of training: the final model at OUTDIR's top (the best
- * checkpoint's with load_best) and trainer_state.json.  0, or -1 with err. */
+ * checkpoint's with load_best) and trainer_state.json, written by rank 0
+ * alone over MPI.  0, or -1 with err. */
 int w2v_trainer_finish(w2v_trainer *t, char *err, size_t errlen);
 
 #endif

@@ -113,3 +113,55 @@ sys.stdout.buffer.write(b"".join(msgpack.packb(m) for m in maps[:7]))' "$DATA/tr
     run w2v-eval -m "$newest" "$DATA/valid.b"
     assert_success
 }
+
+@test "--zero-stage 1 splits the optimizer state over the ranks and changes no bit; its checkpoints resume on any rank count" {
+    mini_model m0 --labels-from "$DATA/train.b"
+    opts=(--quiet --learning-rate 1e-3 --weight-decay 0.01 --max-steps 12 --save-steps 4 --logging-steps 1 --seed 5
+        --threads 1)
+    mpirun -np 3 w2v-train "${opts[@]}" -m m0 -o whole "$DATA/train.b"
+    mpirun -np 3 w2v-train "${opts[@]}" -m m0 --zero-stage 1 -o split "$DATA/train.b"
+    cmp whole/model.safetensors split/model.safetensors
+    for s in 4 8 12; do cmp whole/checkpoint-$s/optimizer.safetensors split/checkpoint-$s/optimizer.safetensors; done
+    # the same rows, with the time the stepped parameters took to share
+    "$PY" -c '
+import json, sys
+rows = [[json.loads(l) for l in open(d + "/metrics.jsonl")] for d in sys.argv[1:]]
+assert len(rows[0]) == len(rows[1]) == 12
+for w, s in zip(*rows):
+    assert "allgather_s" in s and "allgather_s" not in w, (w, s)
+    assert all(w[k] == s[k] for k in ("step", "loss", "grad_norm", "learning_rate")), (w, s)' whole split
+    # resumed on 2 ranks, split or not: each rank takes its own share of the
+    # moments a 3-rank run wrote, and the two end on the same bits
+    for z in 0 1; do
+        mkdir r$z && cp -r split/checkpoint-4 r$z/
+        mpirun -np 2 w2v-train "${opts[@]}" --resume r$z/checkpoint-4 --zero-stage $z -o r$z "$DATA/train.b"
+    done
+    cmp r0/model.safetensors r1/model.safetensors
+    cmp r0/checkpoint-12/optimizer.safetensors r1/checkpoint-12/optimizer.safetensors
+}
+
+@test "--zero-stage 1: each of 2 ranks holds half the moments (peak memory per rank)" {
+    # 19.4M parameters: 148 MiB of moments, of which a rank keeps 74 unsplit
+    # and none split, less the 16 MiB rank 0 gathers the largest tensor's
+    # moments in as it writes a checkpoint
+    mini_model big --labels-from "$DATA/train.b" --set hidden_size=512 --set intermediate_size=8192 \
+        --set num_hidden_layers=2 --set num_attention_heads=8
+    peak() { # OUTDIR [options]: each rank's peak RSS in KiB, one a line
+        local out=$1
+        shift
+        mpirun -np 2 "$PY" -c '
+import os, resource, subprocess, sys
+subprocess.run(sys.argv[1:], check=True)
+print(resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss)' \
+            w2v-train --quiet -m big -o "$out" --max-steps 2 --save-steps 2 --threads 1 "$@" "$DATA/train.b"
+    }
+    run peak whole
+    assert_success
+    whole=("${lines[@]}")
+    run peak split --zero-stage 1
+    assert_success
+    split=("${lines[@]}")
+    echo "# peak RSS per rank (KiB): whole ${whole[*]}, split ${split[*]}" >&3
+    cmp whole/checkpoint-2/optimizer.safetensors split/checkpoint-2/optimizer.safetensors
+    for r in 0 1; do [ $((whole[r] - split[r])) -gt $((48 * 1024)) ]; done
+}
