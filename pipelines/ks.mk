@@ -26,7 +26,8 @@ NOISE_DIR       ?= $(OUT)/data/speech_commands_v0.01/_background_noise_
 TRAIN_OPTS      ?=
 # Training on several processes or machines: e.g. MPIRUN="mpirun -np 4
 # --hostfile hosts" with THREADS per rank (the stream still comes from one
-# pipe: rank 0 reads it).
+# pipe: rank 0 reads it); --zero-stage 1 added to TRAIN_OPTS splits the
+# optimizer state over the ranks.
 MPIRUN          ?=
 TITLE           ?= $(notdir $(OUT))
 
