@@ -12,7 +12,7 @@ MINI='--filterbank --set conv_dim=[16,4] --set hidden_size=32 --set num_hidden_l
 
 @test "demo.mk runs end to end on a small corpus and learns, then has nothing left to do" {
     # the demo's own model and augmentation, on 60 speakers of one clip a
-    # word, 10 epochs (about 40 s): 31% on the 72 test clips here (28% to
+    # word, 10 epochs (about 30 s): 33% on the 72 test clips here (28% to
     # 39% with SEED=1 to 5), where chance is 8.3%
     run make -s -f "$TOP/pipelines/demo.mk" OUT="$T/demo" SPEAKERS=60 SYNTH_OPTS="--per-word 1 --noise-seconds 2" \
         EPOCHS=10 BATCH_SIZE=16 MAX_LENGTH=8000 SLICE_LONG=0.5 THREADS=2 -j2
