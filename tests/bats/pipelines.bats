@@ -39,6 +39,30 @@ assert 2 / 12 <= e["accuracy"] <= 1 and e["examples"] == n, (e["accuracy"], e["e
     assert_output --partial "w2v-eval"
     refute_output --partial "w2v-train"
     refute_output --partial "ks-synth"
+
+    # robustness.mk: every condition made and scored, a table row of them
+    local R=(RUNS="$T/demo" OUT="$T/robust" BABBLE_CLIPS=100 THREADS=2 PYTHON="$PY"
+             VOICES_OPTS="SPEAKERS=12 SYNTH_SEED=7 SYNTH_OPTS='--per-word 1 --noise-seconds 2 --voices fr,es'")
+    run make -s -f "$TOP/pipelines/robustness.mk" "${R[@]}" -j2
+    assert_success
+    run "$PY" -c '
+import json, sys, wave
+d, r = sys.argv[1], sys.argv[2]
+n = {c: json.load(open(f"{d}/robust/{c}.json"))["examples"] for c in
+     ("test", "voices", "babble-0-10", "babble-10-20", "rooms", "slower", "faster")}
+voices = sum(1 for _ in open(f"{r}/voices/data/test.tsv")) - 1
+assert voices > 0 and n.pop("voices") == voices and set(n.values()) == {72}, n
+w = wave.open(f"{r}/babble/babble.wav"); assert w.getnframes() == 60 * 16000 and w.getframerate() == 16000
+rows = open(f"{r}/table.md").read().splitlines()
+assert rows[0].startswith("| run | test | voices | babble-0-10 |") and len(rows) == 3, rows
+cells = rows[2].split("|")[2:-1]
+assert len(cells) == 7 and all(0 <= float(c.strip().rstrip("%")) <= 100 for c in cells), cells
+# a changed set is a changed test split
+assert open(f"{r}/babble-0-10.examples", "rb").read() != open(f"{d}/test.examples", "rb").read()
+' "$T/demo" "$T/robust"
+    assert_success
+    run make -q -f "$TOP/pipelines/robustness.mk" "${R[@]}"
+    assert_success
 }
 
 @test "superb-ks.mk takes any Speech-Commands-shaped archive pair and a model directory" {
